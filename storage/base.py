@@ -1,0 +1,84 @@
+"""The storage interface, shared by the RocksDB store and its in-memory twin.
+
+One store per node holds the Raft log, the hard state, the node's identity and the state
+machine's data. Ownership (see docs/architecture.md): only the persist task calls
+``append``/``sync``; only the apply task calls ``apply``; any task may read.
+
+Durability contract:
+- ``append`` and ``apply`` write atomically (one write batch each) but do **not** sync.
+- ``sync`` makes everything written before it durable (one fsync of the WAL, which gives
+  group commit: every batch written since the last sync rides on it). It blocks and releases
+  the GIL, so the node calls it from a worker thread.
+- State-machine applies are never synced on their own: after a crash the applied index may
+  go back, and the node re-applies committed entries from the (synced) log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from wire.messages import Entry, HardState
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """What a data dir belongs to; checked on every open."""
+
+    cluster_id: int
+    node_id: int
+    format_version: int = FORMAT_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class RaftState:
+    """What Raft recovers on start: hard state and the whole stored log, in index order."""
+
+    hard_state: HardState
+    entries: list[Entry]
+
+
+# A state-machine write: (key, value) puts, (key, None) deletes. Applied in order.
+KvOp = tuple[bytes, bytes | None]
+
+
+class Store(Protocol):
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def identity(self) -> Identity: ...
+
+    # --- Raft log and hard state (persist task) ---
+    def load_raft_state(self) -> RaftState: ...
+
+    def append(self, entries: Sequence[Entry], hard_state: HardState | None) -> None:
+        """Write entries and/or hard state in one atomic batch, unsynced.
+
+        Entries are consecutive. If stored entries exist at ``entries[0].index`` or above,
+        they are replaced: every stored entry with index >= ``entries[0].index`` that is not
+        in ``entries`` is deleted (Raft conflict truncation, §5.3).
+        """
+        ...
+
+    def sync(self) -> None:
+        """Block until everything written so far is durable. Call from a worker thread."""
+        ...
+
+    # --- State machine (apply task) ---
+    def applied_index(self) -> int: ...
+
+    def apply(self, ops: Sequence[KvOp], applied_index: int) -> None:
+        """Apply ops in order and record ``applied_index`` in the same atomic batch, unsynced."""
+        ...
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def scan(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        """Keys starting with ``prefix`` in byte order, with their values."""
+        ...
+
+    def close(self) -> None: ...

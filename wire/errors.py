@@ -1,0 +1,98 @@
+"""The one exception hierarchy of trioraft.
+
+It lives at the bottom layer (``wire``) because every package raises from it and errors
+cross the wire: each error a server can return to a client has a stable numeric ``code``
+(see ``ERROR_CODES``) so the client library can rebuild the same type on its side.
+
+``trioraft.errors`` re-exports everything here; users import from ``trioraft``.
+"""
+
+from __future__ import annotations
+
+
+class TrioraftError(Exception):
+    """Base class of every error trioraft raises on purpose."""
+
+    code = 1
+
+
+class NotLeader(TrioraftError):
+    """This node does not lead; ``leader_id`` (0 when unknown) is the best known leader."""
+
+    code = 2
+
+    def __init__(self, message: str = "not the leader", leader_id: int = 0) -> None:
+        super().__init__(message)
+        self.leader_id = leader_id
+
+
+class Unavailable(TrioraftError):
+    """The cluster (or this node) cannot serve the request now; retrying later may work."""
+
+    code = 3
+
+
+class Timeout(TrioraftError):
+    """The deadline passed before an answer came. A timed-out write may still commit."""
+
+    code = 4
+
+
+class Compacted(TrioraftError):
+    """The requested revision or log index was compacted away."""
+
+    code = 5
+
+
+class ConfigError(TrioraftError):
+    """Invalid configuration: the message says which setting and why."""
+
+    code = 6
+
+
+class StorageError(TrioraftError):
+    """The data dir cannot be opened, read or written: the message names the dir."""
+
+    code = 7
+
+
+class WireError(TrioraftError):
+    """A frame or message could not be decoded or is not for us."""
+
+    code = 8
+
+
+class ProposalDropped(TrioraftError):
+    """The proposal was not committed (leadership changed before it was); it did not apply."""
+
+    code = 9
+
+
+class InvalidRequest(TrioraftError):
+    """The request is malformed or exceeds a limit (key or value too large, ...)."""
+
+    code = 10
+
+
+class Busy(TrioraftError):
+    """The node is overloaded and shed this request; back off and retry."""
+
+    code = 11
+
+
+ERROR_CODES: dict[int, type[TrioraftError]] = {
+    cls.code: cls
+    for cls in (
+        TrioraftError,
+        NotLeader,
+        Unavailable,
+        Timeout,
+        Compacted,
+        ConfigError,
+        StorageError,
+        WireError,
+        ProposalDropped,
+        InvalidRequest,
+        Busy,
+    )
+}
