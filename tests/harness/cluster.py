@@ -1,0 +1,111 @@
+"""Real ``trioraft run`` processes on 127.0.0.1 free ports, for integration tests.
+
+Every process started here is stopped by its pid when the cluster closes (SIGTERM, then
+SIGKILL), whatever the test did; logs go to ``<tmp>/nodeN.log`` and are printed on failure.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cli.local import node_command
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on 127.0.0.1 (bound, read, released)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class ProcessCluster:
+    root: Path
+    size: int
+    tick_ms: int = 50
+    peers: dict[int, str] = field(default_factory=dict)
+    clients: dict[int, str] = field(default_factory=dict)
+    procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        ports = free_ports(2 * self.size)
+        for i in range(self.size):
+            self.clients[i + 1] = f"tcp://127.0.0.1:{ports[2 * i]}"
+            self.peers[i + 1] = f"tcp://127.0.0.1:{ports[2 * i + 1]}"
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [self.clients[i] for i in sorted(self.clients)]
+
+    def log_path(self, node_id: int) -> Path:
+        return self.root / f"node{node_id}.log"
+
+    def start(self, node_id: int) -> None:
+        assert node_id not in self.procs or self.procs[node_id].poll() is not None
+        cmd = node_command(node_id, self.peers, self.clients[node_id],
+                           str(self.root / f"node{node_id}"), self.tick_ms)
+        with self.log_path(node_id).open("ab") as logf:
+            self.procs[node_id] = subprocess.Popen(
+                cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, cwd=REPO
+            )
+
+    def start_all(self) -> None:
+        for node_id in sorted(self.peers):
+            self.start(node_id)
+
+    def kill(self, node_id: int, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[node_id]
+        if proc.poll() is None:
+            os.kill(proc.pid, sig)
+            if sig in (signal.SIGKILL, signal.SIGTERM):
+                proc.wait(timeout=30)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+    def logs(self) -> str:
+        parts = []
+        for node_id in sorted(self.peers):
+            path = self.log_path(node_id)
+            text = path.read_text(errors="replace") if path.exists() else ""
+            parts.append(f"----- node {node_id} -----\n{text[-6000:]}")
+        return "\n".join(parts)
+
+
+@contextmanager
+def process_cluster(root: Path, size: int = 3, tick_ms: int = 50) -> Iterator[ProcessCluster]:
+    cluster = ProcessCluster(root, size, tick_ms)
+    try:
+        cluster.start_all()
+        yield cluster
+    except BaseException:
+        cluster.stop_all()
+        print(cluster.logs(), file=sys.stderr)
+        raise
+    else:
+        cluster.stop_all()

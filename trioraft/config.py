@@ -1,0 +1,137 @@
+"""Typed, validated node configuration: TOML file, then command-line flags on top.
+
+Every invalid setting raises ``ConfigError`` with a one-line message naming the setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from wire.errors import ConfigError
+
+DEFAULT_CLIENT_PORT = 7379
+DEFAULT_PEER_PORT = 7380
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """One node's settings. Times are in milliseconds; Raft timeouts are counted in ticks."""
+
+    node_id: int = 1
+    peer_addr: str = f"tcp://127.0.0.1:{DEFAULT_PEER_PORT}"
+    client_addr: str = f"tcp://127.0.0.1:{DEFAULT_CLIENT_PORT}"
+    # Every initial voter's peer address by node id, this node included.
+    peers: Mapping[int, str] = field(default_factory=dict)
+    data_dir: str = "./trioraft-data"
+    cluster_token: str = "trioraft"
+    tick_ms: int = 100
+    election_ticks: int = 10  # election timeout: 10-20 ticks (etcd: 1 s at 100 ms ticks)
+    heartbeat_ticks: int = 1
+    max_key_bytes: int = 4096
+    max_value_bytes: int = 1 << 20
+    max_message_bytes: int = 64 << 20
+    max_append_bytes: int = 1 << 20
+    max_inflight: int = 256
+    pre_vote: bool = True
+    check_quorum: bool = True
+
+    def __post_init__(self) -> None:
+        peers = dict(self.peers) or {self.node_id: self.peer_addr}
+        object.__setattr__(self, "peers", peers)
+        if self.node_id < 1:
+            raise ConfigError(f"node_id must be a positive integer, got {self.node_id}")
+        if self.node_id not in peers:
+            raise ConfigError(f"peers does not list this node (id {self.node_id})")
+        for node_id, addr in peers.items():
+            if node_id < 1:
+                raise ConfigError(f"peers: node id must be positive, got {node_id}")
+            _check_addr(f"peers[{node_id}]", addr)
+        if len(set(peers.values())) != len(peers):
+            raise ConfigError("peers: two nodes share one address")
+        _check_addr("peer_addr", self.peer_addr)
+        _check_addr("client_addr", self.client_addr)
+        if self.peer_addr == self.client_addr:
+            raise ConfigError("peer_addr and client_addr must differ")
+        positive = ("tick_ms", "election_ticks", "heartbeat_ticks", "max_key_bytes",
+                    "max_value_bytes", "max_message_bytes", "max_append_bytes", "max_inflight")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.election_ticks <= self.heartbeat_ticks:
+            raise ConfigError(
+                f"election_ticks ({self.election_ticks}) must exceed "
+                f"heartbeat_ticks ({self.heartbeat_ticks})"
+            )
+        if self.max_value_bytes + self.max_key_bytes + 1024 > self.max_message_bytes:
+            raise ConfigError("max_message_bytes must exceed max_key_bytes + max_value_bytes")
+
+    @property
+    def cluster_id(self) -> int:
+        """A 64-bit id derived from the token and the initial members, as etcd does."""
+        members = ",".join(f"{i}={a}" for i, a in sorted(self.peers.items()))
+        digest = hashlib.blake2b(f"{self.cluster_token}|{members}".encode(), digest_size=8)
+        return int.from_bytes(digest.digest(), "big")
+
+    def with_overrides(self, **overrides: Any) -> NodeConfig:
+        """A copy with the given (non-None) settings replaced, validated again."""
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _check_addr(name: str, addr: str) -> None:
+    if not isinstance(addr, str) or not addr.startswith("tcp://") or ":" not in addr[6:]:
+        raise ConfigError(f"{name}: expected tcp://HOST:PORT, got {addr!r}")
+    port = addr.rsplit(":", 1)[1]
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{name}: bad port in {addr!r}")
+
+
+def parse_peers(text: str) -> dict[int, str]:
+    """Parse ``1=tcp://host:port,2=tcp://host:port``."""
+    peers: dict[int, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        node, sep, addr = item.partition("=")
+        if not sep or not node.strip().isdigit():
+            raise ConfigError(f"--peers: expected ID=tcp://HOST:PORT, got {item!r}")
+        node_id = int(node)
+        if node_id in peers:
+            raise ConfigError(f"--peers: node {node_id} listed twice")
+        peers[node_id] = addr.strip()
+    return peers
+
+
+def load_config(path: str | None = None, **overrides: Any) -> NodeConfig:
+    """Read a TOML file (if given), then apply overrides (flags); validate the result."""
+    settings: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with Path(path).open("rb") as f:
+                raw = tomllib.load(f)
+        except OSError as exc:
+            raise ConfigError(f"config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+        known = {f.name for f in fields(NodeConfig)}
+        for key, value in raw.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ConfigError(f"config file {path}: unknown setting {key!r}")
+            settings[name] = value
+        if isinstance(settings.get("peers"), Mapping):
+            try:
+                settings["peers"] = {int(k): v for k, v in settings["peers"].items()}
+            except ValueError:
+                raise ConfigError(f"config file {path}: peers keys must be node ids") from None
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    for f in fields(NodeConfig):
+        value = settings.get(f.name)
+        if value is not None and f.type in ("int", "bool") and type(value).__name__ != f.type:
+            raise ConfigError(f"{f.name}: expected {f.type}, got {value!r}")
+    try:
+        return NodeConfig(**settings)
+    except TypeError as exc:
+        raise ConfigError(str(exc)) from None

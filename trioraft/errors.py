@@ -1,0 +1,31 @@
+"""trioraft's exception hierarchy (defined in ``wire.errors``, re-exported here)."""
+
+from wire.errors import (
+    ERROR_CODES,
+    Busy,
+    Compacted,
+    ConfigError,
+    InvalidRequest,
+    NotLeader,
+    ProposalDropped,
+    StorageError,
+    Timeout,
+    TrioraftError,
+    Unavailable,
+    WireError,
+)
+
+__all__ = [
+    "ERROR_CODES",
+    "Busy",
+    "Compacted",
+    "ConfigError",
+    "InvalidRequest",
+    "NotLeader",
+    "ProposalDropped",
+    "StorageError",
+    "Timeout",
+    "TrioraftError",
+    "Unavailable",
+    "WireError",
+]

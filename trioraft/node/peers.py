@@ -1,0 +1,150 @@
+"""Peer transport: one ROUTER for requests from peers, one DEALER per peer for ours.
+
+Requests (votes, appends, heartbeats, TimeoutNow) leave on the DEALER to their target, whose
+ROUTER receives them; responses go back through the receiver's ROUTER to the requester's
+DEALER (its routing id is its node id). Each peer has a task that owns its DEALER: it sends
+what the raft loop queued for that peer and feeds the peer's responses to the raft loop.
+
+Raft tolerates message loss, so nothing here blocks the raft loop: a full per-peer queue or
+a peer that is down (DEALER ``IMMEDIATE``) drops the message and the protocol resends.
+Incoming frames are decoded strictly; a malformed, foreign or spoofed one is dropped, counted
+and logged once per peer, and never reaches the core.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+
+import trio
+import zmq
+
+from wire.codec import decode, encode, node_routing_id, routing_id_node
+from wire.errors import WireError
+from wire.messages import RESPONSE_TYPES, Message
+from wire.zsock import TrioSocket, open_dealer, open_router
+
+log = logging.getLogger(__name__)
+
+PEER_QUEUE = 1024  # messages queued per peer before new ones are dropped
+RECV_BATCH = 256
+
+
+class PeerTransport:
+    def __init__(
+        self,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        *,
+        node_id: int,
+        cluster_id: int,
+        bind_addr: str,
+        peers: Mapping[int, str],
+        deliver: Callable[[Message], None],
+        max_message: int,
+    ) -> None:
+        self.node_id = node_id
+        self.cluster_id = cluster_id
+        self._ctx = ctx
+        self._deliver = deliver
+        self._max_message = max_message
+        self._peers = {pid: addr for pid, addr in peers.items() if pid != node_id}
+        self._router = open_router(ctx, bind_addr, max_message=max_message)
+        self._queues: dict[int, tuple[trio.MemorySendChannel[Message], trio.MemoryReceiveChannel[Message]]] = {
+            pid: trio.open_memory_channel[Message](PEER_QUEUE) for pid in self._peers
+        }
+        self.dropped: Counter[str] = Counter()  # why messages were dropped, for status/metrics
+        self._warned: set[tuple[int, str]] = set()
+
+    def send(self, messages: Sequence[Message]) -> None:
+        """Queue messages for their peers; never blocks (drops when a queue is full)."""
+        for msg in messages:
+            if isinstance(msg, RESPONSE_TYPES):
+                self._send_response(msg)
+                continue
+            queue = self._queues.get(msg.dst)
+            if queue is None:
+                self.dropped["unknown destination"] += 1
+                continue
+            try:
+                queue[0].send_nowait(msg)
+            except trio.WouldBlock:
+                self.dropped["peer queue full"] += 1
+
+    def _send_response(self, msg: Message) -> None:
+        frames = [node_routing_id(msg.dst), *encode(msg, cluster_id=self.cluster_id)]
+        try:
+            if not self._router.send_multipart_nowait(frames):
+                self.dropped["peer not reading"] += 1
+        except WireError:
+            self.dropped["peer not connected"] += 1
+
+    async def run(self) -> None:
+        """Serve until cancelled; closes every socket on the way out."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._recv_requests)
+                for pid, addr in self._peers.items():
+                    nursery.start_soon(self._peer_task, pid, addr)
+        finally:
+            self._router.close()
+
+    async def _recv_requests(self) -> None:
+        while True:
+            for frames in await self._router.recv_batch(RECV_BATCH):
+                msg = self._decode(frames[1:], claimed=frames[0])
+                if msg is not None and not isinstance(msg, RESPONSE_TYPES):
+                    self._deliver(msg)
+
+    async def _peer_task(self, peer_id: int, addr: str) -> None:
+        dealer = open_dealer(
+            self._ctx, addr, routing_id=node_routing_id(self.node_id), immediate=True
+        )
+        with dealer:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._recv_responses, peer_id, dealer)
+                receive = self._queues[peer_id][1]
+                while True:
+                    batch = [await receive.receive()]
+                    while len(batch) < RECV_BATCH:
+                        try:
+                            batch.append(receive.receive_nowait())
+                        except trio.WouldBlock:
+                            break
+                    for msg in batch:
+                        if not dealer.send_multipart_nowait(encode(msg, cluster_id=self.cluster_id)):
+                            self.dropped["peer unreachable"] += 1
+
+    async def _recv_responses(self, peer_id: int, dealer: TrioSocket) -> None:
+        while True:
+            for frames in await dealer.recv_batch(RECV_BATCH):
+                msg = self._decode(frames, claimed=None, expect_src=peer_id)
+                if msg is not None and isinstance(msg, RESPONSE_TYPES):
+                    self._deliver(msg)
+
+    def _decode(
+        self, frames: Sequence[bytes], *, claimed: bytes | None, expect_src: int | None = None
+    ) -> Message | None:
+        try:
+            if claimed is not None:
+                expect_src = routing_id_node(claimed)
+            msg = decode(frames, cluster_id=self.cluster_id, max_size=self._max_message).msg
+            if not hasattr(msg, "src") or not hasattr(msg, "dst"):
+                raise WireError(f"{type(msg).__name__} is not a peer message")
+            if msg.dst != self.node_id:
+                raise WireError(f"message for node {msg.dst} reached node {self.node_id}")
+            if msg.src != expect_src:
+                raise WireError(f"message claims to come from node {msg.src}")
+            if msg.src not in self._peers:
+                raise WireError(f"unknown peer {msg.src}")
+        except WireError as exc:
+            self._reject(expect_src or 0, exc)
+            return None
+        return msg  # type: ignore[no-any-return]
+
+    def _reject(self, peer: int, exc: WireError) -> None:
+        self.dropped["malformed"] += 1
+        reason = str(exc).split(":", 1)[0]
+        if (peer, reason) not in self._warned:
+            self._warned.add((peer, reason))
+            log.warning("node %d: dropped a frame from peer %s: %s", self.node_id, peer or "?", exc)
