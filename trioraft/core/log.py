@@ -1,0 +1,225 @@
+"""The Raft log as the core sees it: entries, and how far they are durable, committed, applied.
+
+The whole log is held in memory for now. ``first_index`` is kept as an offset so that log
+compaction (snapshots) can later drop a prefix: index ``first_index - 1`` is then the last
+compacted entry, whose term is ``snapshot_term``.
+
+Markers and their invariants::
+
+    first_index - 1 <= applied <= committed <= last_index     (committed never decreases)
+    applied <= stabled <= in_progress <= last_index
+
+- ``stabled``: the shell confirmed (``advance``) that entries up to here are durable.
+- ``in_progress``: entries up to here were handed to the shell in a ``Ready``.
+- ``applied``: entries up to here were handed to the state machine and advanced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from trioraft.core.types import CoreInvariantError
+from wire.messages import Entry
+
+
+def entry_size(entry: Entry) -> int:
+    """The size counted against ``max_append_bytes``: the payload length."""
+    return len(entry.data)
+
+
+class RaftLog:
+    __slots__ = (
+        "_entries",
+        "applied",
+        "committed",
+        "first_index",
+        "in_progress",
+        "snapshot_term",
+        "stabled",
+    )
+
+    def __init__(
+        self,
+        entries: Sequence[Entry] = (),
+        *,
+        first_index: int = 1,
+        snapshot_term: int = 0,
+        committed: int = 0,
+        applied: int = 0,
+    ) -> None:
+        """A log whose ``entries`` (starting at ``first_index``) are all durable."""
+        for offset, entry in enumerate(entries):
+            if entry.index != first_index + offset:
+                raise ValueError(
+                    f"entries must be consecutive from {first_index}; "
+                    f"entry #{offset} has index {entry.index}"
+                )
+        self._entries: list[Entry] = list(entries)
+        self.first_index = first_index
+        self.snapshot_term = snapshot_term
+        last = first_index - 1 + len(self._entries)
+        if not first_index - 1 <= applied <= committed <= last:
+            raise ValueError(
+                f"need {first_index - 1} <= applied ({applied}) <= committed ({committed}) "
+                f"<= last index ({last})"
+            )
+        self.committed = committed
+        self.applied = applied
+        self.stabled = last
+        self.in_progress = last
+
+    # --- reading ---------------------------------------------------------------------
+
+    @property
+    def last_index(self) -> int:
+        return self.first_index - 1 + len(self._entries)
+
+    @property
+    def last_term(self) -> int:
+        term = self.term_at(self.last_index)
+        assert term is not None
+        return term
+
+    def term_at(self, index: int) -> int | None:
+        """Term of the entry at ``index``; None if compacted away or beyond the end."""
+        if index == self.first_index - 1:
+            return self.snapshot_term
+        if self.first_index <= index <= self.last_index:
+            return self._entries[index - self.first_index].term
+        return None
+
+    def match_term(self, index: int, term: int) -> bool:
+        return self.term_at(index) == term
+
+    def entry(self, index: int) -> Entry:
+        return self._entries[index - self.first_index]
+
+    def slice(self, lo: int, hi: int) -> tuple[Entry, ...]:
+        """Entries with ``lo <= index < hi`` (clamped to the log)."""
+        lo = max(lo, self.first_index)
+        hi = min(hi, self.last_index + 1)
+        if lo >= hi:
+            return ()
+        return tuple(self._entries[lo - self.first_index : hi - self.first_index])
+
+    def entries_from(self, lo: int, max_bytes: int) -> tuple[Entry, ...]:
+        """Entries from ``lo`` whose sizes sum to at most ``max_bytes``, but at least one."""
+        out: list[Entry] = []
+        total = 0
+        for index in range(max(lo, self.first_index), self.last_index + 1):
+            entry = self._entries[index - self.first_index]
+            total += entry_size(entry)
+            if out and total > max_bytes:
+                break
+            out.append(entry)
+        return tuple(out)
+
+    def is_up_to_date(self, last_index: int, last_term: int) -> bool:
+        """Election restriction (§5.4.1): is a log ending at (last_index, last_term) at
+        least as up-to-date as ours?"""
+        ours = self.last_term
+        return last_term > ours or (last_term == ours and last_index >= self.last_index)
+
+    def find_conflict(self, entries: Sequence[Entry]) -> int:
+        """Index of the first of ``entries`` that is missing or differs in term; 0 if none."""
+        for entry in entries:
+            if not self.match_term(entry.index, entry.term):
+                return entry.index
+        return 0
+
+    def find_conflict_by_term(self, index: int, term: int) -> tuple[int, int]:
+        """The last (index, term) at or below ``index`` whose term is <= ``term``.
+
+        Used on both sides of fast backtracking: everything above the returned index is
+        known not to match a log whose entry at ``index`` has ``term`` (§5.3).
+        """
+        index = min(index, self.last_index)
+        while index >= self.first_index:
+            found = self.term_at(index)
+            assert found is not None
+            if found <= term:
+                return index, found
+            index -= 1
+        return self.first_index - 1, self.snapshot_term
+
+    # --- writing ---------------------------------------------------------------------
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        """Append ``entries``, replacing any suffix from ``entries[0].index``.
+
+        Raises ``CoreInvariantError`` if that would replace a committed entry or leave a gap.
+        """
+        if not entries:
+            return
+        first = entries[0].index
+        if first <= self.committed:
+            raise CoreInvariantError(
+                f"refusing to overwrite committed entry {first} (committed={self.committed})"
+            )
+        if first > self.last_index + 1:
+            raise CoreInvariantError(f"gap: appending {first} after last {self.last_index}")
+        del self._entries[first - self.first_index :]
+        self.stabled = min(self.stabled, first - 1)
+        self.in_progress = min(self.in_progress, first - 1)
+        self._entries.extend(entries)
+
+    def maybe_append(
+        self, prev_index: int, prev_term: int, commit: int, entries: Sequence[Entry]
+    ) -> int | None:
+        """The follower side of AppendEntries (§5.3).
+
+        If our log has ``prev_term`` at ``prev_index``, append the entries that are new,
+        truncating only from the first *conflicting* entry: entries that already match are
+        never removed, so a stale or duplicated message cannot shorten the log. Then advance
+        the commit index to ``min(commit, last new index)`` and return that last new index.
+        Returns None if the consistency check fails.
+        """
+        if not self.match_term(prev_index, prev_term):
+            return None
+        last_new = prev_index + len(entries)
+        conflict = self.find_conflict(entries)
+        if conflict:
+            self.append(entries[conflict - prev_index - 1 :])
+        self.commit_to(min(commit, last_new))
+        return last_new
+
+    def commit_to(self, index: int) -> bool:
+        """Raise the commit index (never lowers it, never beyond the log). True if raised."""
+        index = min(index, self.last_index)
+        if index <= self.committed:
+            return False
+        self.committed = index
+        return True
+
+    # --- the shell's view ----------------------------------------------------------
+
+    def unstable_entries(self) -> tuple[Entry, ...]:
+        """Entries not yet handed to the shell for persisting."""
+        return self.slice(self.in_progress + 1, self.last_index + 1)
+
+    def accept_unstable(self) -> None:
+        """The shell took ``unstable_entries()``; do not hand them out again."""
+        self.in_progress = self.last_index
+
+    def stable_to(self, index: int) -> None:
+        """The shell made entries up to ``index`` (as handed out) durable.
+
+        If part of what was handed out was truncated meanwhile, ``in_progress`` was lowered
+        with it, so only the still-valid prefix counts as durable; the replacement entries
+        will be handed out again.
+        """
+        self.stabled = max(self.stabled, min(index, self.in_progress))
+
+    def next_committed_entries(self) -> tuple[Entry, ...]:
+        """Entries that are committed and durable here but not yet applied."""
+        return self.slice(self.applied + 1, min(self.committed, self.stabled) + 1)
+
+    def has_next_committed_entries(self) -> bool:
+        return min(self.committed, self.stabled) > self.applied
+
+    def applied_to(self, index: int) -> None:
+        if not self.applied <= index <= self.committed:
+            raise CoreInvariantError(
+                f"applied_to({index}) outside [{self.applied}, {self.committed}]"
+            )
+        self.applied = index

@@ -1,0 +1,223 @@
+"""``RawNode``: the whole Raft core behind a synchronous, deterministic, I/O-free API."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from trioraft.core.log import RaftLog
+from trioraft.core.raft import Raft
+from trioraft.core.types import (
+    INITIAL_SOFT_STATE,
+    CoreConfig,
+    RandomSource,
+    Ready,
+    Role,
+    SoftState,
+    Status,
+)
+from wire.errors import NotLeader, ProposalDropped, StorageError
+from wire.messages import NO_NODE, Entry, HardState, Message
+
+
+class RawNode:
+    """One Raft node: time, messages and requests in; ``Ready`` batches out.
+
+    The shell's loop (sync mode, as in etcd-io/raft)::
+
+        while True:
+            ...node.tick() / node.step(msg) / node.propose(data) / node.read_index(ctx)...
+            if node.has_ready():
+                rd = node.ready()
+                # persist rd.hard_state + rd.entries   | send rd.messages (concurrently)
+                # once durable: send rd.persisted_messages
+                # hand rd.committed_entries to the apply task; serve rd.read_states
+                node.advance(rd)
+
+    Ordering contract:
+
+    - At most one ``Ready`` is outstanding: ``ready()`` raises ``RuntimeError`` if called
+      again before ``advance()``, and ``has_ready()`` is False meanwhile.
+    - Between ``ready()`` and ``advance()`` the shell MAY keep calling ``tick``, ``step``,
+      ``propose``, ``read_index``, ``campaign`` and ``transfer_leader``; whatever they
+      produce goes into the next ``Ready``.
+    - ``advance(rd)`` means: ``rd.hard_state`` and ``rd.entries`` are durable and
+      ``rd.committed_entries`` were handed to the state machine. Only then does the leader
+      count its own entries toward a commit quorum and a candidate count its own vote.
+    - Same inputs and the same ``rng`` state give the same outputs: nothing else is read.
+    """
+
+    def __init__(
+        self,
+        config: CoreConfig,
+        *,
+        hard_state: HardState,
+        entries: Sequence[Entry],
+        applied: int,
+        rng: RandomSource,
+    ) -> None:
+        """Restart from stable storage: ``entries`` is the whole stored log from index 1.
+
+        ``applied`` is the state machine's applied index; committed entries above it are
+        delivered again in ``committed_entries``. Raises ``StorageError`` if the stored
+        state is inconsistent.
+        """
+        if entries and entries[0].index != 1:
+            raise StorageError(f"stored log must start at index 1, not {entries[0].index}")
+        last = len(entries)
+        if hard_state.commit > last:
+            raise StorageError(f"hard state commit {hard_state.commit} beyond last index {last}")
+        if not 0 <= applied <= last:
+            raise StorageError(f"applied index {applied} outside the stored log [0, {last}]")
+        # Applied entries were committed when applied, even if that commit was not persisted.
+        commit = max(hard_state.commit, applied)
+        try:
+            log = RaftLog(entries, committed=commit, applied=applied)
+        except ValueError as exc:
+            raise StorageError(f"stored log is inconsistent: {exc}") from exc
+        self._raft = Raft(config, hard_state=hard_state, log=log, rng=rng)
+        self._prev_soft = INITIAL_SOFT_STATE
+        self._prev_hard = HardState(hard_state.term, hard_state.vote, commit)
+        self._durable_hard = self._prev_hard
+        self._outstanding: Ready | None = None
+
+    # --- inputs --------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """One unit of logical time: drives election timeouts and heartbeats."""
+        self._raft.tick()
+
+    def step(self, msg: Message) -> None:
+        """Feed a message from a peer. Messages not for us, from non-members or stale are
+        dropped; never raises on such input."""
+        self._raft.step(msg)
+
+    def propose(self, data: bytes) -> tuple[int, int]:
+        """Append a NORMAL entry; returns its ``(index, term)``.
+
+        Raises ``NotLeader`` (with the known leader) on a non-leader and ``ProposalDropped``
+        while a leadership transfer is in progress. The entry is committed once some
+        ``committed_entries`` carries that index with that term; if another term's entry
+        appears there, the proposal was lost.
+        """
+        raft = self._raft
+        if raft.role is not Role.LEADER:
+            raise NotLeader(f"node {raft.id} is not the leader", leader_id=raft.lead)
+        if raft.lead_transferee != NO_NODE:
+            raise ProposalDropped(f"leadership transfer to node {raft.lead_transferee}")
+        return raft.propose(data)
+
+    def read_index(self, context: int) -> None:
+        """Ask for a linearizable read point (ReadIndex, thesis §6.4).
+
+        A later ``Ready.read_states`` holds ``ReadState(context, index)``. Reads issued
+        before one ``ready()`` share one heartbeat round. A leader that has not committed
+        an entry of its term yet holds the read until it has. Raises ``NotLeader`` on a
+        non-leader. Reads pending when leadership is lost are dropped silently: fail them
+        when ``soft_state`` shows the change.
+        """
+        raft = self._raft
+        if raft.role is not Role.LEADER:
+            raise NotLeader(f"node {raft.id} is not the leader", leader_id=raft.lead)
+        raft.read_index(context)
+
+    def campaign(self) -> None:
+        """Start an election now (a pre-vote first when ``pre_vote`` is on).
+
+        No-op on a leader or a node that is not a voter.
+        """
+        self._raft.campaign()
+
+    def transfer_leader(self, target: int | None = None) -> None:
+        """Hand leadership to ``target`` (thesis §3.10); None picks the most caught-up voter.
+
+        The leader first brings the target's log up to date, then sends it TimeoutNow.
+        Proposals raise ``ProposalDropped`` until the transfer ends; it is abandoned after
+        ``election_ticks`` ticks. No-op for target == self or a single-voter cluster.
+        Raises ``NotLeader`` on a non-leader and ``InvalidRequest`` for a non-voter target.
+        """
+        raft = self._raft
+        if raft.role is not Role.LEADER:
+            raise NotLeader(f"node {raft.id} is not the leader", leader_id=raft.lead)
+        raft.transfer_leader(target)
+
+    # --- outputs -------------------------------------------------------------------------
+
+    def _soft_state(self) -> SoftState:
+        return SoftState(leader_id=self._raft.lead, role=self._raft.role)
+
+    def has_ready(self) -> bool:
+        if self._outstanding is not None:
+            return False
+        raft = self._raft
+        log = raft.log
+        return bool(
+            raft.msgs
+            or raft.msgs_after_persist
+            or raft.read_states
+            or raft.has_flush_work()
+            or log.in_progress < log.last_index
+            or log.has_next_committed_entries()
+            or self._soft_state() != self._prev_soft
+            or raft.hard_state() != self._prev_hard
+        )
+
+    def ready(self) -> Ready:
+        """Take the pending work; call ``advance`` with the result before the next ``ready``."""
+        if self._outstanding is not None:
+            raise RuntimeError("ready() called again before advance()")
+        raft = self._raft
+        raft.flush()
+        soft = self._soft_state()
+        hard = raft.hard_state()
+        rd = Ready(
+            soft_state=soft if soft != self._prev_soft else None,
+            hard_state=hard if hard != self._prev_hard else None,
+            entries=raft.log.unstable_entries(),
+            messages=tuple(raft.msgs),
+            persisted_messages=tuple(raft.msgs_after_persist),
+            committed_entries=raft.log.next_committed_entries(),
+            read_states=tuple(raft.read_states),
+        )
+        self._prev_soft, self._prev_hard = soft, hard
+        raft.log.accept_unstable()
+        raft.msgs = []
+        raft.msgs_after_persist = []
+        raft.read_states = []
+        self._outstanding = rd
+        return rd
+
+    def advance(self, ready: Ready) -> None:
+        """``ready`` (the last one returned) is persisted and its entries handed to apply."""
+        if ready is not self._outstanding:
+            raise RuntimeError("advance() needs the Ready returned by the last ready()")
+        self._outstanding = None
+        log = self._raft.log
+        if ready.entries:
+            log.stable_to(ready.entries[-1].index)
+        if ready.hard_state is not None:
+            self._durable_hard = ready.hard_state
+        if ready.committed_entries:
+            log.applied_to(ready.committed_entries[-1].index)
+        self._raft.on_advance(self._durable_hard)
+
+    # --- queries -------------------------------------------------------------------------
+
+    @property
+    def status(self) -> Status:
+        raft = self._raft
+        return Status(
+            node_id=raft.id,
+            role=raft.role,
+            term=raft.term,
+            leader_id=raft.lead,
+            commit=raft.log.committed,
+            applied=raft.log.applied,
+            last_index=raft.log.last_index,
+        )
+
+    def lease_valid(self) -> bool:
+        """Leader only (False otherwise): a quorum acknowledged a heartbeat sent less than
+        ``election_ticks - 1`` ticks ago, check-quorum is on, an entry of this term is
+        committed, and no transfer is in progress. Basis for lease reads (thesis §6.4.1).
+        """
+        return self._raft.lease_valid()

@@ -1,0 +1,123 @@
+"""Value types of the Raft core: roles, configuration, and what a ``Ready`` hands the shell.
+
+Everything here is a frozen, slotted dataclass or an ``IntEnum``; nothing here does work
+beyond validating ``CoreConfig``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Protocol
+
+from wire.errors import ConfigError
+from wire.messages import NO_NODE, Entry, HardState, Message
+
+
+class Role(IntEnum):
+    FOLLOWER = 0
+    PRE_CANDIDATE = 1  # running a pre-vote (thesis §9.6); term and vote unchanged
+    CANDIDATE = 2
+    LEADER = 3
+
+
+class RandomSource(Protocol):
+    """The one source of randomness of the core: ``random.Random(seed)`` satisfies it."""
+
+    def randrange(self, start: int, stop: int, /) -> int: ...
+
+
+class CoreInvariantError(RuntimeError):
+    """A Raft safety invariant would be broken: a bug, or input no correct peer can send.
+
+    Example: an AppendEntries that conflicts with an entry this node already knows to be
+    committed. The core fails loudly instead of corrupting the log.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    """Static configuration of one Raft node; validated on construction (``ConfigError``)."""
+
+    node_id: int  # >= 1; 0 is NO_NODE
+    voters: tuple[int, ...]  # initial voter set, distinct ids >= 1; includes node_id if it votes
+    election_ticks: int = 10  # > heartbeat_ticks; timeout drawn from [e, 2e) at every reset
+    heartbeat_ticks: int = 1  # >= 1; a leader broadcasts heartbeats every heartbeat_ticks
+    pre_vote: bool = True  # thesis §9.6
+    check_quorum: bool = True  # leader steps down without a live quorum; enables leases
+    max_append_bytes: int = 1 << 20  # >= 1; cap on sum(len(e.data)) per AppendEntries
+    max_inflight: int = 256  # >= 1; unacked AppendEntries per follower in REPLICATE
+
+    def __post_init__(self) -> None:
+        if self.node_id < 1:
+            raise ConfigError(f"node_id must be >= 1, got {self.node_id}")
+        if not self.voters:
+            raise ConfigError("voters must name at least one node")
+        if any(v < 1 for v in self.voters):
+            raise ConfigError(f"voter ids must be >= 1, got {self.voters}")
+        if len(set(self.voters)) != len(self.voters):
+            raise ConfigError(f"voter ids must be distinct, got {self.voters}")
+        if self.heartbeat_ticks < 1:
+            raise ConfigError(f"heartbeat_ticks must be >= 1, got {self.heartbeat_ticks}")
+        if self.election_ticks <= self.heartbeat_ticks:
+            raise ConfigError(
+                f"election_ticks ({self.election_ticks}) must be greater than "
+                f"heartbeat_ticks ({self.heartbeat_ticks})"
+            )
+        if self.max_append_bytes < 1:
+            raise ConfigError(f"max_append_bytes must be >= 1, got {self.max_append_bytes}")
+        if self.max_inflight < 1:
+            raise ConfigError(f"max_inflight must be >= 1, got {self.max_inflight}")
+
+
+@dataclass(frozen=True, slots=True)
+class SoftState:
+    """Volatile state worth telling the shell about; never persisted."""
+
+    leader_id: int  # NO_NODE (0) when unknown
+    role: Role
+
+
+INITIAL_SOFT_STATE = SoftState(leader_id=NO_NODE, role=Role.FOLLOWER)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """A confirmed ReadIndex (thesis §6.4): serve read ``context`` once applied >= index."""
+
+    context: int
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    node_id: int
+    role: Role
+    term: int
+    leader_id: int
+    commit: int
+    applied: int  # last index handed to the shell in Ready.committed_entries and advanced
+    last_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """One batch of work for the shell. Process the fields in this order:
+
+    1. Persist ``hard_state`` and ``entries`` (ideally one write batch; entries no later
+       than the hard state). ``entries`` replace every stored entry with
+       index >= ``entries[0].index`` (conflict truncation, §5.3).
+    2. ``messages`` may be sent at once, in parallel with step 1 (thesis §10.2.1).
+    3. ``persisted_messages`` only after step 1 is durable (votes, append responses).
+    4. Hand ``committed_entries`` to the state machine, in order.
+    5. Serve each of ``read_states`` once applied >= its index.
+    6. Call ``RawNode.advance(ready)`` with this very object.
+    """
+
+    soft_state: SoftState | None  # set when leader or role changed since the last Ready
+    hard_state: HardState | None  # set when term/vote/commit changed: persist it
+    entries: tuple[Entry, ...]  # consecutive indexes; persist (may overwrite a suffix)
+    messages: tuple[Message, ...]  # may leave before the persist completes
+    persisted_messages: tuple[Message, ...]  # must wait for the persist
+    committed_entries: tuple[Entry, ...]  # committed and durable locally; apply in order
+    read_states: tuple[ReadState, ...]
