@@ -286,14 +286,23 @@ async def open_client(
     string; default ``$TRIORAFT_ENDPOINTS``). ``timeout`` bounds each call including its
     retries; ``attempt_timeout`` bounds one try against one node."""
     eps = endpoints_from(endpoints)
-    async with trio.open_nursery() as nursery:
-        client = Client(nursery, eps, timeout=timeout, attempt_timeout=attempt_timeout,
-                        max_message=max_message)
-        try:
-            yield client
-        finally:
-            nursery.cancel_scope.cancel()
-    client.close()
+    client: Client | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            client = Client(nursery, eps, timeout=timeout, attempt_timeout=attempt_timeout,
+                            max_message=max_message)
+            try:
+                yield client
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # trio wraps what the body raised in a group; callers expect the error itself
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+    finally:
+        if client is not None:
+            client.close()
 
 
 def _deadline(seconds: float) -> trio.CancelScope:

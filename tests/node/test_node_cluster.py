@@ -71,7 +71,7 @@ async def test_three_nodes_elect_replicate_and_notify() -> None:
                 async for info in node.leader_change_notifier():
                     if info is not None and info.leader_id == leader_id:
                         break
-            top = max((await client.status(c.client_addr)).commit for c in cfgs)
+            top = max([(await client.status(c.client_addr)).commit for c in cfgs])
             for cfg in cfgs:
                 while (await client.status(cfg.client_addr)).applied < top:
                     await trio.sleep(0.01)
@@ -113,7 +113,7 @@ async def test_malformed_frames_are_dropped_and_node_keeps_serving() -> None:
             try:
                 for addr in (cfg.client_addr, cfg.peer_addr):
                     s = ctx.socket(zmq.DEALER)
-                    s.setsockopt(zmq.LINGER, 0)
+                    s.setsockopt(zmq.LINGER, 5000)  # deliver before close
                     s.connect(addr)
                     s.send_multipart([b"garbage"])
                     s.send_multipart([b"\x01" * 20, b"\xff\xff"])
@@ -121,7 +121,7 @@ async def test_malformed_frames_are_dropped_and_node_keeps_serving() -> None:
                     s.send_multipart(encode(Heartbeat(1, 1, 5, 0), cluster_id=12345))
                     s.close()
             finally:
-                ctx.term()
+                await trio.to_thread.run_sync(ctx.term)
             await client.put("after", "2")
             assert await client.get("before") == b"1"
             assert await client.get("after") == b"2"
