@@ -18,8 +18,9 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[int(rank) - 1]
 
 
-async def bench_put(endpoints: str | None, clients: int, ops: int, value_size: int,
-                    key_space: int) -> str:
+async def bench_put(
+    endpoints: str | None, clients: int, ops: int, value_size: int, key_space: int
+) -> str:
     value = os.urandom(value_size // 2 + 1).hex()[:value_size].encode()
     latencies: list[float] = []
     next_op = 0

@@ -28,38 +28,50 @@ def cluster_layout(nodes: int, base_port: int) -> tuple[dict[int, str], dict[int
     return peers, clients
 
 
-def node_command(node_id: int, peers: dict[int, str], client_addr: str, data_dir: str,
-                 tick_ms: int) -> list[str]:
+def node_command(
+    node_id: int, peers: dict[int, str], client_addr: str, data_dir: str, tick_ms: int
+) -> list[str]:
     return [
-        sys.executable, "-m", "cli", "run",
-        "--id", str(node_id),
-        "--peer-addr", peers[node_id],
-        "--client-addr", client_addr,
-        "--peers", ",".join(f"{i}={a}" for i, a in sorted(peers.items())),
-        "--data-dir", data_dir,
-        "--tick-ms", str(tick_ms),
+        sys.executable,
+        "-m",
+        "cli",
+        "run",
+        "--id",
+        str(node_id),
+        "--peer-addr",
+        peers[node_id],
+        "--client-addr",
+        client_addr,
+        "--peers",
+        ",".join(f"{i}={a}" for i, a in sorted(peers.items())),
+        "--data-dir",
+        data_dir,
+        "--tick-ms",
+        str(tick_ms),
     ]
 
 
 async def run_local(nodes: int, base_port: int, data_dir: str, tick_ms: int) -> None:
     peers, clients = cluster_layout(nodes, base_port)
     root = Path(data_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (once, at start-up)
     procs: list[trio.Process] = []
     try:
         async with trio.open_nursery() as nursery:
             for node_id in sorted(peers):
                 logf = (root / f"node{node_id}.log").open("ab")
-                cmd = node_command(node_id, peers, clients[node_id],
-                                   str(root / f"node{node_id}"), tick_ms)
-                proc = await trio.lowlevel.open_process(cmd, stdout=logf, stderr=logf,
-                                                        stdin=subprocess.DEVNULL)
+                cmd = node_command(
+                    node_id, peers, clients[node_id], str(root / f"node{node_id}"), tick_ms
+                )
+                proc = await trio.lowlevel.open_process(
+                    cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL
+                )
                 logf.close()
                 procs.append(proc)
                 nursery.start_soon(_watch_child, proc, node_id, root, nursery.cancel_scope)
             endpoints = ",".join(clients[i] for i in sorted(clients))
             print(f"TRIORAFT_ENDPOINTS={endpoints}", flush=True)
-            print(f"data and logs: {root.resolve()} (node logs: nodeN.log)", flush=True)
+            print(f"data and logs: {root} (node logs: nodeN.log)", flush=True)
             async with open_client(endpoints, timeout=30) as client:
                 try:
                     leader_id, endpoint = await client.wait_leader(timeout=30)
@@ -77,11 +89,15 @@ async def run_local(nodes: int, base_port: int, data_dir: str, tick_ms: int) -> 
             await stop_processes(procs)
 
 
-async def _watch_child(proc: trio.Process, node_id: int, root: Path,
-                       scope: trio.CancelScope) -> None:
+async def _watch_child(
+    proc: trio.Process, node_id: int, root: Path, scope: trio.CancelScope
+) -> None:
     code = await proc.wait()
-    print(f"node {node_id} exited with status {code}; see {root}/node{node_id}.log",
-          file=sys.stderr, flush=True)
+    print(
+        f"node {node_id} exited with status {code}; see {root}/node{node_id}.log",
+        file=sys.stderr,
+        flush=True,
+    )
     scope.cancel()
 
 

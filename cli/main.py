@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -28,8 +29,11 @@ app = typer.Typer(
 
 EndpointsOpt = Annotated[
     str | None,
-    typer.Option("--endpoints", envvar="TRIORAFT_ENDPOINTS",
-                 help="Client endpoints, comma-separated (default: $TRIORAFT_ENDPOINTS)."),
+    typer.Option(
+        "--endpoints",
+        envvar="TRIORAFT_ENDPOINTS",
+        help="Client endpoints, comma-separated (default: $TRIORAFT_ENDPOINTS).",
+    ),
 ]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Seconds, retries included.")]
 
@@ -44,10 +48,13 @@ def run(
     node_id: Annotated[int | None, typer.Option("--id", help="This node's id (>= 1).")] = None,
     peer_addr: Annotated[str | None, typer.Option(help="Address for peer traffic.")] = None,
     client_addr: Annotated[str | None, typer.Option(help="Address for clients.")] = None,
-    peers: Annotated[str | None, typer.Option(
-        help="Initial voters: 1=tcp://host:port,2=tcp://host:port,...")] = None,
+    peers: Annotated[
+        str | None, typer.Option(help="Initial voters: 1=tcp://host:port,2=tcp://host:port,...")
+    ] = None,
     data_dir: Annotated[str | None, typer.Option(help="RocksDB data directory.")] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML config file; flags override it.")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="TOML config file; flags override it.")
+    ] = None,
     tick_ms: Annotated[int | None, typer.Option(help="Raft tick in milliseconds.")] = None,
     election_ticks: Annotated[int | None, typer.Option(help="Election timeout in ticks.")] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
@@ -63,8 +70,13 @@ def run(
             peer_addr = peer_map[node_id]
         cfg = load_config(
             str(config) if config else None,
-            node_id=node_id, peer_addr=peer_addr, client_addr=client_addr, peers=peer_map,
-            data_dir=data_dir, tick_ms=tick_ms, election_ticks=election_ticks,
+            node_id=node_id,
+            peer_addr=peer_addr,
+            client_addr=client_addr,
+            peers=peer_map,
+            data_dir=data_dir,
+            tick_ms=tick_ms,
+            election_ticks=election_ticks,
         )
     except ConfigError as exc:
         fail(str(exc), 2)
@@ -79,11 +91,11 @@ def run(
         async with trio.open_nursery() as nursery:
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 await nursery.start(node.run)
-                print(f"trioraft node {cfg.node_id} ready: clients {cfg.client_addr}",
-                      flush=True)
+                print(f"trioraft node {cfg.node_id} ready: clients {cfg.client_addr}", flush=True)
                 async for signum in signals:
                     logging.getLogger("trioraft").info(
-                        "node %d: %s, stopping", cfg.node_id, signal.Signals(signum).name)
+                        "node %d: %s, stopping", cfg.node_id, signal.Signals(signum).name
+                    )
                     nursery.cancel_scope.cancel()
                     break
 
@@ -96,8 +108,9 @@ def run(
 @app.command()
 def local(
     nodes: Annotated[int, typer.Option(help="How many nodes.", min=1, max=9)] = 3,
-    base_port: Annotated[int, typer.Option(help="Node i uses ports P+2i (clients), P+2i+1.")
-                         ] = 7379,
+    base_port: Annotated[
+        int, typer.Option(help="Node i uses ports P+2i (clients), P+2i+1.")
+    ] = 7379,
     data_dir: Annotated[str, typer.Option(help="One sub-directory per node.")] = "./trioraft-local",
     tick_ms: Annotated[int, typer.Option(help="Raft tick in milliseconds.")] = 100,
 ) -> None:
@@ -105,7 +118,7 @@ def local(
     from cli.local import run_local
 
     try:
-        trio.run(run_local, nodes, base_port, data_dir, tick_ms)
+        trio.run(run_local, nodes, base_port, os.path.abspath(data_dir), tick_ms)
     except TrioraftError as exc:
         fail(str(exc))
 
@@ -149,9 +162,15 @@ def status(
         if isinstance(st, TrioraftError):
             row: dict[str, Any] = {"endpoint": endpoint, "error": str(st)}
         else:
-            row = {"endpoint": endpoint, "id": st.node_id, "role": st.role.name.lower(),
-                   "term": st.term, "leader": st.leader_id, "commit": st.commit,
-                   "applied": st.applied}
+            row = {
+                "endpoint": endpoint,
+                "id": st.node_id,
+                "role": st.role.name.lower(),
+                "term": st.term,
+                "leader": st.leader_id,
+                "commit": st.commit,
+                "applied": st.applied,
+            }
         typer.echo(json.dumps(row) if as_json else "  ".join(f"{k}={v}" for k, v in row.items()))
 
 

@@ -94,9 +94,9 @@ class _Connection:
         self._slots[request_id] = slot
         frames = encode(request, cluster_id=0, request_id=request_id)
         try:
+            # IMMEDIATE: a send waits (briefly) until the connection is up
             with trio.move_on_after(min(timeout, CONNECT_WAIT)) as connecting:
-                while not self._sock.send_multipart_nowait(frames):
-                    await trio.sleep(0.005)  # not connected (yet): IMMEDIATE refuses to queue
+                await self._sock.send_multipart(frames)
             if connecting.cancelled_caught:
                 raise Unavailable(f"{self.endpoint} is unreachable")
             with trio.move_on_after(timeout) as waiting:
@@ -152,8 +152,9 @@ class Client:
         self._ctx.destroy(linger=0)
 
     # --- operations ---
-    async def put(self, key: bytes | str, value: bytes | str, *, timeout: float | None = None
-                  ) -> int:
+    async def put(
+        self, key: bytes | str, value: bytes | str, *, timeout: float | None = None
+    ) -> int:
         """Store ``value`` under ``key``; return the revision (log index) of the write.
 
         If cancelled or timed out, the write may still commit.
@@ -195,8 +196,9 @@ class Client:
         self._by_id[reply.node_id] = endpoint
         return reply
 
-    async def cluster_status(self, *, timeout: float | None = None
-                             ) -> dict[str, cm.StatusReply | TrioraftError]:
+    async def cluster_status(
+        self, *, timeout: float | None = None
+    ) -> dict[str, cm.StatusReply | TrioraftError]:
         """Every endpoint's status, or the error that asking it gave, asked concurrently."""
         results: dict[str, cm.StatusReply | TrioraftError] = {}
 
@@ -213,7 +215,7 @@ class Client:
 
     async def wait_leader(self, *, timeout: float | None = None) -> tuple[int, str]:
         """Wait until some node leads; return its id and client endpoint."""
-        with _deadline(timeout or self.timeout):
+        with trio.fail_after(timeout or self.timeout):
             while True:
                 endpoint = await self._discover()
                 if endpoint is not None:
@@ -236,7 +238,7 @@ class Client:
         backoff = 0.01
         last: TrioraftError | None = None
         try:
-            with _deadline(timeout or self.timeout):
+            with trio.fail_after(timeout or self.timeout):
                 while True:
                     endpoint = self._leader or await self._discover()
                     if endpoint is None:
@@ -261,7 +263,7 @@ class Client:
     async def _any_call(self, request: Any, timeout: float | None) -> Any:
         last: TrioraftError | None = None
         try:
-            with _deadline(timeout or self.timeout):
+            with trio.fail_after(timeout or self.timeout):
                 while True:
                     endpoint = self.endpoints[self._next_any % len(self.endpoints)]
                     try:
@@ -289,8 +291,13 @@ async def open_client(
     client: Client | None = None
     try:
         async with trio.open_nursery() as nursery:
-            client = Client(nursery, eps, timeout=timeout, attempt_timeout=attempt_timeout,
-                            max_message=max_message)
+            client = Client(
+                nursery,
+                eps,
+                timeout=timeout,
+                attempt_timeout=attempt_timeout,
+                max_message=max_message,
+            )
             try:
                 yield client
             finally:
@@ -305,10 +312,6 @@ async def open_client(
             client.close()
 
 
-def _deadline(seconds: float) -> trio.CancelScope:
-    return trio.fail_after(seconds)
-
-
 def _b(value: bytes | str) -> bytes:
     return value.encode() if isinstance(value, str) else value
 
@@ -317,7 +320,7 @@ def _consistency(value: Consistency | str) -> Consistency:
     if isinstance(value, Consistency):
         return value
     try:
-        return Consistency[value.upper()]
+        return cm.Consistency.__members__[value.upper()]
     except KeyError:
         raise InvalidRequest(
             f"unknown consistency {value!r}: use linearizable, lease or eventual"

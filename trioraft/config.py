@@ -57,8 +57,16 @@ class NodeConfig:
         _check_addr("client_addr", self.client_addr)
         if self.peer_addr == self.client_addr:
             raise ConfigError("peer_addr and client_addr must differ")
-        positive = ("tick_ms", "election_ticks", "heartbeat_ticks", "max_key_bytes",
-                    "max_value_bytes", "max_message_bytes", "max_append_bytes", "max_inflight")
+        positive = (
+            "tick_ms",
+            "election_ticks",
+            "heartbeat_ticks",
+            "max_key_bytes",
+            "max_value_bytes",
+            "max_message_bytes",
+            "max_append_bytes",
+            "max_inflight",
+        )
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -109,8 +117,8 @@ def load_config(path: str | None = None, **overrides: Any) -> NodeConfig:
     settings: dict[str, Any] = {}
     if path is not None:
         try:
-            with Path(path).open("rb") as f:
-                raw = tomllib.load(f)
+            with Path(path).open("rb") as stream:
+                raw = tomllib.load(stream)
         except OSError as exc:
             raise ConfigError(f"config file {path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:

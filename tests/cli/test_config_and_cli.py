@@ -17,7 +17,10 @@ REPO = Path(__file__).resolve().parents[2]
 def trioraft(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cli", *args],
-        capture_output=True, text=True, timeout=60, cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
     )
 
@@ -30,8 +33,11 @@ def test_defaults_are_a_single_node_on_localhost() -> None:
 
 
 def test_cluster_id_depends_on_members_and_token() -> None:
-    a = NodeConfig(node_id=1, peers={1: "tcp://127.0.0.1:1", 2: "tcp://127.0.0.1:2"},
-                   peer_addr="tcp://127.0.0.1:1")
+    a = NodeConfig(
+        node_id=1,
+        peers={1: "tcp://127.0.0.1:1", 2: "tcp://127.0.0.1:2"},
+        peer_addr="tcp://127.0.0.1:1",
+    )
     b = a.with_overrides(peers={1: "tcp://127.0.0.1:1", 2: "tcp://127.0.0.1:3"})
     c = a.with_overrides(cluster_token="other")
     assert len({a.cluster_id, b.cluster_id, c.cluster_id}) == 3
@@ -66,15 +72,17 @@ def test_parse_peers() -> None:
 
 def test_toml_file_and_flag_override(tmp_path: Path) -> None:
     path = tmp_path / "node.toml"
-    path.write_text('node_id = 2\ntick_ms = 50\n[peers]\n1 = "tcp://127.0.0.1:7001"\n'
-                    '2 = "tcp://127.0.0.1:7002"\n')
+    path.write_text(
+        'node_id = 2\ntick_ms = 50\n[peers]\n1 = "tcp://127.0.0.1:7001"\n'
+        '2 = "tcp://127.0.0.1:7002"\n'
+    )
     cfg = load_config(str(path), peer_addr="tcp://127.0.0.1:7002", tick_ms=20)
     assert (cfg.node_id, cfg.tick_ms, len(cfg.peers)) == (2, 20, 2)
     path.write_text("no_such_setting = 1\n")
     with pytest.raises(ConfigError, match="unknown setting 'no_such_setting'"):
         load_config(str(path))
     path.write_text("node_id = \n")
-    with pytest.raises(ConfigError, match="node.toml"):
+    with pytest.raises(ConfigError, match=r"node\.toml"):
         load_config(str(path))
 
 

@@ -59,8 +59,13 @@ class ProcessCluster:
 
     def start(self, node_id: int) -> None:
         assert node_id not in self.procs or self.procs[node_id].poll() is not None
-        cmd = node_command(node_id, self.peers, self.clients[node_id],
-                           str(self.root / f"node{node_id}"), self.tick_ms)
+        cmd = node_command(
+            node_id,
+            self.peers,
+            self.clients[node_id],
+            str(self.root / f"node{node_id}"),
+            self.tick_ms,
+        )
         with self.log_path(node_id).open("ab") as logf:
             self.procs[node_id] = subprocess.Popen(
                 cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, cwd=REPO

@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 import zmq
-
 from harness.cluster import free_ports
+
 from storage import Identity, MemoryStore
 from trioraft import InvalidRequest, LeaderInfo, NodeBuilder, NodeConfig, open_client
 from trioraft.node import Node
@@ -22,8 +22,13 @@ def configs(n: int, tick_ms: int = 20) -> list[NodeConfig]:
     ports = free_ports(2 * n)
     peers = {i + 1: f"tcp://127.0.0.1:{ports[2 * i + 1]}" for i in range(n)}
     return [
-        NodeConfig(node_id=i, peers=peers, peer_addr=peers[i],
-                   client_addr=f"tcp://127.0.0.1:{ports[2 * (i - 1)]}", tick_ms=tick_ms)
+        NodeConfig(
+            node_id=i,
+            peers=peers,
+            peer_addr=peers[i],
+            client_addr=f"tcp://127.0.0.1:{ports[2 * (i - 1)]}",
+            tick_ms=tick_ms,
+        )
         for i in sorted(peers)
     ]
 

@@ -74,6 +74,12 @@ class Raft:
         self.msgs: list[Message] = []
         self.msgs_after_persist: list[Message] = []
         self.read_states: list[ReadState] = []
+        # TEST-ONLY planted bugs (CoreConfig.planted_bugs); all False in production.
+        bugs = config.planted_bugs
+        self._bug_double_vote = "double_vote" in bugs
+        self._bug_commit_old_term = "commit_old_term" in bugs
+        self._bug_skip_up_to_date = "skip_up_to_date_check" in bugs
+        self._bug_forget_vote = "forget_vote_persist" in bugs
         self._become_follower(self.term, NO_NODE)
 
     # --- queries -------------------------------------------------------------------------
@@ -86,7 +92,10 @@ class Raft:
         return self.log.term_at(self.log.committed) == self.term
 
     def hard_state(self) -> HardState:
-        return HardState(term=self.term, vote=self.vote, commit=self.log.committed)
+        vote = self.vote
+        if self._bug_forget_vote and vote != self.id:
+            vote = NO_NODE  # PLANTED BUG: a vote for another node is never persisted
+        return HardState(term=self.term, vote=vote, commit=self.log.committed)
 
     def _in_lease(self, pre_vote: bool) -> bool:
         """We heard from a live leader within the minimum election timeout.
@@ -354,8 +363,12 @@ class Raft:
             self.vote == m.src
             or (self.vote == NO_NODE and self.lead == NO_NODE)
             or (m.pre_vote and m.term > self.term)
+            or self._bug_double_vote  # PLANTED BUG: a second vote in the same term
         )
-        granted = can_vote and self.log.is_up_to_date(m.last_index, m.last_term)
+        up_to_date = self._bug_skip_up_to_date or self.log.is_up_to_date(  # (PLANTED BUG)
+            m.last_index, m.last_term
+        )
+        granted = can_vote and up_to_date
         if granted and not m.pre_vote:
             self.election_elapsed = 0
             self.vote = m.src  # persisted (hard_state) before the response leaves
@@ -502,8 +515,10 @@ class Raft:
     def _maybe_commit(self) -> bool:
         """Commit the quorum-replicated index if it is of our term (§5.4.2, Figure 8)."""
         index = self.voters.committed_index({v: pr.match for v, pr in self.prs.items()})
-        if index <= self.log.committed or self.log.term_at(index) != self.term:
+        if index <= self.log.committed:
             return False
+        if self.log.term_at(index) != self.term and not self._bug_commit_old_term:
+            return False  # (PLANTED BUG when skipped: counting replicas of an old term)
         self.log.commit_to(index)
         for context in self.readonly.take_waiting():
             self._queue_read(context)

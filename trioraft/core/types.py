@@ -21,6 +21,19 @@ class Role(IntEnum):
     LEADER = 3
 
 
+# Test-only: names of deliberate safety bugs ``CoreConfig.planted_bugs`` can switch on, so the
+# deterministic simulator (tests/sim) can prove that its checkers catch them. Never set
+# these outside tests.
+PLANTED_BUGS = frozenset(
+    {
+        "double_vote",  # grant a second vote in the same term (breaks §5.2)
+        "commit_old_term",  # count replicas for entries of earlier terms (Figure 8, §5.4.2)
+        "skip_up_to_date_check",  # grant votes without the election restriction (§5.4.1)
+        "forget_vote_persist",  # keep a vote for another node only in memory (Figure 2)
+    }
+)
+
+
 class RandomSource(Protocol):
     """The one source of randomness of the core: ``random.Random(seed)`` satisfies it."""
 
@@ -47,6 +60,8 @@ class CoreConfig:
     check_quorum: bool = True  # leader steps down without a live quorum; enables leases
     max_append_bytes: int = 1 << 20  # >= 1; cap on sum(len(e.data)) per AppendEntries
     max_inflight: int = 256  # >= 1; unacked AppendEntries per follower in REPLICATE
+    # TEST-ONLY: deliberate bugs from PLANTED_BUGS, for the simulator's self-test. Leave empty.
+    planted_bugs: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if self.node_id < 1:
@@ -68,6 +83,11 @@ class CoreConfig:
             raise ConfigError(f"max_append_bytes must be >= 1, got {self.max_append_bytes}")
         if self.max_inflight < 1:
             raise ConfigError(f"max_inflight must be >= 1, got {self.max_inflight}")
+        unknown = set(self.planted_bugs) - PLANTED_BUGS
+        if unknown:
+            raise ConfigError(
+                f"unknown planted bugs {sorted(unknown)}; known: {sorted(PLANTED_BUGS)}"
+            )
 
 
 @dataclass(frozen=True, slots=True)

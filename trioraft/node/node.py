@@ -143,7 +143,9 @@ class Node:
         self._leader = WatchedValue[LeaderInfo | None](None)
         self._inbox_send, self._inbox = trio.open_memory_channel[Any](INBOX_SIZE)
         self._persist_send, self._persist_recv = trio.open_memory_channel[Ready](1)
-        self._apply_send, self._apply_recv = trio.open_memory_channel[tuple[Entry, ...]](APPLY_QUEUE)
+        self._apply_send, self._apply_recv = trio.open_memory_channel[tuple[Entry, ...]](
+            APPLY_QUEUE
+        )
         self._persisting = False
         self._transport: PeerTransport | None = None
         self._clients: ClientServer | None = None
@@ -178,7 +180,10 @@ class Node:
             )
             log.info(
                 "node %d serving clients on %s, peers on %s (cluster %#x, %d voters)",
-                self.node_id, self.client_addr, self.peer_addr, self.cluster_id,
+                self.node_id,
+                self.client_addr,
+                self.peer_addr,
+                self.cluster_id,
                 len(self.config.peers),
             )
             async with trio.open_nursery() as nursery:
@@ -318,8 +323,13 @@ class Node:
         self._leader.set(LeaderInfo(ss.leader_id, term) if ss.leader_id else None)
         if ss.role != Role.LEADER:
             self._waiters.fail_unconfirmed_reads(ss.leader_id)
-        log.info("node %d: %s, leader %s, term %d", self.node_id, ss.role.name.lower(),
-                 ss.leader_id or "unknown", term)
+        log.info(
+            "node %d: %s, leader %s, term %d",
+            self.node_id,
+            ss.role.name.lower(),
+            ss.leader_id or "unknown",
+            term,
+        )
 
     # --- persist: the only task that writes the log ---
     async def _persist_loop(self) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 import trio
 import zmq
@@ -50,9 +51,9 @@ class PeerTransport:
         self._max_message = max_message
         self._peers = {pid: addr for pid, addr in peers.items() if pid != node_id}
         self._router = open_router(ctx, bind_addr, max_message=max_message)
-        self._queues: dict[int, tuple[trio.MemorySendChannel[Message], trio.MemoryReceiveChannel[Message]]] = {
-            pid: trio.open_memory_channel[Message](PEER_QUEUE) for pid in self._peers
-        }
+        self._queues: dict[
+            int, tuple[trio.MemorySendChannel[Message], trio.MemoryReceiveChannel[Message]]
+        ] = {pid: trio.open_memory_channel[Message](PEER_QUEUE) for pid in self._peers}
         self.dropped: Counter[str] = Counter()  # why messages were dropped, for status/metrics
         self._warned: set[tuple[int, str]] = set()
 
@@ -112,7 +113,9 @@ class PeerTransport:
                         except trio.WouldBlock:
                             break
                     for msg in batch:
-                        if not dealer.send_multipart_nowait(encode(msg, cluster_id=self.cluster_id)):
+                        if not dealer.send_multipart_nowait(
+                            encode(msg, cluster_id=self.cluster_id)
+                        ):
                             self.dropped["peer unreachable"] += 1
 
     async def _recv_responses(self, peer_id: int, dealer: TrioSocket) -> None:
@@ -140,7 +143,7 @@ class PeerTransport:
         except WireError as exc:
             self._reject(expect_src or 0, exc)
             return None
-        return msg  # type: ignore[no-any-return]
+        return cast(Message, msg)
 
     def _reject(self, peer: int, exc: WireError) -> None:
         self.dropped["malformed"] += 1

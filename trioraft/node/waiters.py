@@ -97,4 +97,3 @@ class Waiters:
 
     def __len__(self) -> int:
         return len(self._proposals) + len(self._read_ctx) + len(self._reads)
-
