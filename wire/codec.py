@@ -12,7 +12,7 @@ Raft messages of :mod:`wire.messages` use codes 1..31 and are registered on impo
 modules register their own types from 32 up. Field types supported: ``int`` (unsigned 64-bit
 unless annotated ``Annotated[int, SIGNED]``), ``bool``, ``bytes``, ``str``, ``float``,
 ``None``, ``IntEnum`` subclasses, ``X | None`` and other unions (tried in order), ``list[X]``,
-``tuple[X, ...]``, fixed ``tuple[X, Y]``, ``dict[str | bytes, X]``, nested dataclasses (as
+``tuple[X, ...]``, ``dict[str | bytes, X]``, nested dataclasses (as
 nested arrays) and ``Any`` (native CBOR values only).
 
 Decoding is strict: anything unexpected raises :class:`~wire.errors.WireError` with a
@@ -51,6 +51,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE",
     "HEADER_SIZE",
     "PROTOCOL_VERSION",
+    "RAFT_TYPE_CODES",
     "SIGNED",
     "Decoded",
     "decode",
@@ -219,21 +220,6 @@ def _seq(item_enc: Encoder | None, item_dec: Decoder, as_tuple: bool) -> Conv:
     return (lambda v: [enc(i) for i in v]), dec
 
 
-def _fixed_tuple(parts: list[Conv]) -> Conv:
-    n = len(parts)
-    decs = [d for _, d in parts]
-
-    def dec(x: Any) -> Any:
-        if type(x) is not list or len(x) != n:
-            _fail(f"array of {n}", x)
-        return tuple(d(i) for d, i in zip(decs, x, strict=True))
-
-    if all(e is None for e, _ in parts):
-        return None, dec
-    encs = [e for e, _ in parts]
-    return (lambda v: [i if e is None else e(i) for e, i in zip(encs, v, strict=True)]), dec
-
-
 def _mapping(key_dec: Decoder, val: Conv) -> Conv:
     val_enc, val_dec = val
 
@@ -308,8 +294,6 @@ def _converter(tp: Any, owner: type) -> Conv:
         if args[0] is Entry:
             return _enc_entries, _dec_entries
         return _seq(*_converter(args[0], owner), as_tuple=True)
-    if origin is tuple and Ellipsis not in args:
-        return _fixed_tuple([_converter(a, owner) for a in args])
     if origin is dict and len(args) == 2:
         key_tp = args[0]
         if key_tp is str:
@@ -637,17 +621,16 @@ def routing_id_node(rid: bytes) -> int:
 
 _ENTRY_DECODER: Final = _object_codec(Entry)[1]
 
-for _code, _cls in enumerate(
-    (
-        RequestVote,
-        RequestVoteResponse,
-        AppendEntries,
-        AppendEntriesResponse,
-        Heartbeat,
-        HeartbeatResponse,
-        TimeoutNow,
-    ),
-    start=1,
-):
+# Wire type codes of the Raft messages: part of the protocol, never renumber them.
+RAFT_TYPE_CODES: Final[dict[type, int]] = {
+    RequestVote: 1,
+    RequestVoteResponse: 2,
+    AppendEntries: 3,
+    AppendEntriesResponse: 4,
+    Heartbeat: 5,
+    HeartbeatResponse: 6,
+    TimeoutNow: 7,
+}
+for _cls, _code in RAFT_TYPE_CODES.items():
     register(_code, _cls)
-del _code, _cls
+del _cls, _code

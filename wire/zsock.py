@@ -14,10 +14,14 @@ any ZeroMQ call on the socket (a send, a recv, reading ``EVENTS``) may consume t
 * when the FD waiter stops waiting (woken, cancelled or closed) it wakes every parked task
   so that one of them takes over the FD.
 
-A ROUTER can refuse a send with EAGAIN (one peer's queue is full) while ``EVENTS`` still
-reports it writable. ``send_multipart`` then retries on FD activity or after a short,
-growing delay (0.5 to 10 ms), rather than spinning. On a ROUTER prefer
-``send_multipart_nowait`` and drop: Raft retries by itself.
+A ROUTER refuses a send with EAGAIN when that peer's queue is full, while ``EVENTS`` still
+reports it writable if any other peer has room. ``send_multipart`` then retries on FD
+activity or after a short, growing delay (0.5 to 10 ms) instead of spinning on the flag.
+On a ROUTER prefer ``send_multipart_nowait`` and drop: Raft retries by itself.
+
+Cancellation: a cancelled receive took no message off the socket; a cancelled send sent
+nothing (ZeroMQ queues multipart messages atomically, and the adapter only yields before
+an attempt or after a successful one).
 
 Errors: EAGAIN from the ``_nowait`` methods is a ``False``/``None`` result; EHOSTUNREACH (a
 ROUTER with ``ROUTER_MANDATORY`` sending to a routing id that is not connected) raises
@@ -46,9 +50,10 @@ from trio.lowlevel import (
 from .codec import DEFAULT_MAX_MESSAGE
 from .errors import WireError
 
-__all__ = ["PeerUnreachable", "TrioSocket", "ZmqContext", "open_dealer", "open_router"]
+__all__ = ["Frame", "PeerUnreachable", "TrioSocket", "ZmqContext", "open_dealer", "open_router"]
 
 ZmqContext = zmq.Context[zmq.Socket[bytes]]
+Frame = bytes | bytearray | memoryview  # what the send methods accept; receiving gives bytes
 
 # Plain ints in the hot paths: pyzmq's enum arithmetic costs ~10% CPU.
 _NOBLOCK: Final = int(zmq.NOBLOCK)
@@ -279,7 +284,7 @@ class TrioSocket:
 
     # --- sending --------------------------------------------------------------------------
 
-    def _send_now(self, frames: Sequence[bytes]) -> None:
+    def _send_now(self, frames: Sequence[Frame]) -> None:
         """Send a whole message or raise zmq.Again having sent nothing.
 
         ZeroMQ delivers multipart messages atomically: once the first part is accepted the
@@ -291,14 +296,14 @@ class TrioSocket:
             raise WireError("cannot send an empty multipart message")
         for frame in frames:
             if type(frame) is not bytes:
-                if not isinstance(frame, bytes | bytearray | memoryview):
+                if not isinstance(frame, Frame):
                     raise TypeError(f"frames must be bytes, not {type(frame).__name__}")
         send = self._sock.send
         for i in range(last):
             send(frames[i], _SNDMORE_NOBLOCK)
         send(frames[last], _NOBLOCK)
 
-    def send_multipart_nowait(self, frames: Sequence[bytes]) -> bool:
+    def send_multipart_nowait(self, frames: Sequence[Frame]) -> bool:
         """Send a message if the socket can take it now: True if sent, False on EAGAIN.
 
         EAGAIN means: a DEALER with ``IMMEDIATE`` has no connected peer, or a queue is at its
@@ -317,7 +322,7 @@ class TrioSocket:
         self._after_op()
         return True
 
-    async def send_multipart(self, frames: Sequence[bytes]) -> None:
+    async def send_multipart(self, frames: Sequence[Frame]) -> None:
         """Send a message, waiting while the socket cannot take it.
 
         Cancellation-safe: if cancelled, nothing was sent; if it returns, all of it was.
