@@ -390,7 +390,7 @@ class TrioSocket:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"<TrioSocket {self._sock.socket_type!r} {self.endpoint or ''} {state}>"
+        return f"<TrioSocket {self._sock.type!r} {self.endpoint or ''} {state}>"
 
 
 # --- factories ----------------------------------------------------------------------------
