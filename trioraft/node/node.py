@@ -147,6 +147,7 @@ class Node:
             APPLY_QUEUE
         )
         self._persisting = False
+        self._core_hard_state = (state.hard_state.term, state.hard_state.vote)
         self._transport: PeerTransport | None = None
         self._clients: ClientServer | None = None
         self.peer_addr = config.peer_addr
@@ -279,7 +280,7 @@ class Node:
                 # after a stall, tick once and resume the cadence rather than burst
                 next_tick = max(next_tick + period, now + period / 2)
             if not self._persisting and self._core.has_ready():
-                self._take_ready()
+                await self._take_ready()
 
     async def _handle(self, event: Any) -> None:
         if isinstance(event, _Propose):
@@ -297,11 +298,11 @@ class Node:
                 self._waiters.cancel_read(ctx)
                 event.read.fail(exc)
         elif isinstance(event, _Persisted):
-            await self._finish_ready(event.ready)
+            self._finish_ready(event.ready)
         else:
             self._core.step(event)
 
-    def _take_ready(self) -> None:
+    async def _take_ready(self) -> None:
         rd = self._core.ready()
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state)
@@ -309,12 +310,16 @@ class Node:
         self._transport.send(rd.messages)
         for rs in rd.read_states:
             self._waiters.read_confirmed(rs.context, rs.index, self._sm.applied)
+        if rd.committed_entries:
+            # Already durable here (the core's contract): apply while this Ready persists.
+            await self._apply_send.send(rd.committed_entries)
+        if not rd.entries and rd.hard_state is None and not rd.persisted_messages:
+            self._core.advance(rd)
+            return
         self._persisting = True
         self._persist_send.send_nowait(rd)  # capacity 1; only one Ready is ever in flight
 
-    async def _finish_ready(self, rd: Ready) -> None:
-        if rd.committed_entries:
-            await self._apply_send.send(rd.committed_entries)
+    def _finish_ready(self, rd: Ready) -> None:
         self._core.advance(rd)
         self._persisting = False
 
@@ -333,11 +338,23 @@ class Node:
 
     # --- persist: the only task that writes the log ---
     async def _persist_loop(self) -> None:
+        """Write each Ready's entries and hard state; sync when Raft's safety needs it.
+
+        Entries, term and vote must be durable before the messages that depend on them
+        leave. A change of the commit index alone is written but not synced (as etcd does):
+        a commit index lost in a crash is learned again from the leader, and applies never
+        run ahead of the durable log.
+        """
         assert self._transport is not None
+        synced = self._core_hard_state
         async for rd in self._persist_recv:
-            if rd.entries or rd.hard_state is not None:
-                self._store.append(rd.entries, rd.hard_state)
-                await trio.to_thread.run_sync(self._store.sync)
+            hs = rd.hard_state
+            if rd.entries or hs is not None:
+                self._store.append(rd.entries, hs)
+                if rd.entries or (hs is not None and (hs.term, hs.vote) != synced):
+                    await trio.to_thread.run_sync(self._store.sync)
+                    if hs is not None:
+                        synced = (hs.term, hs.vote)
             self._transport.send(rd.persisted_messages)
             await self._inbox_send.send(_Persisted(rd))
 
