@@ -80,8 +80,14 @@ class NodeConfig:
 
     @property
     def cluster_id(self) -> int:
-        """A 64-bit id derived from the token and the initial members, as etcd does."""
-        members = ",".join(f"{i}={a}" for i, a in sorted(self.peers.items()))
+        """A 64-bit id derived from the token and the initial members' ids.
+
+        Addresses are left out on purpose (etcd mixes in its URLs): a node may reach a peer
+        through an address of its own (NAT, a proxy, a fault-injecting test proxy), so two
+        members can list different addresses for the same peer. Give each cluster its own
+        ``cluster_token`` to keep clusters with the same member ids apart.
+        """
+        members = ",".join(str(i) for i in sorted(self.peers))
         digest = hashlib.blake2b(f"{self.cluster_token}|{members}".encode(), digest_size=8)
         return int.from_bytes(digest.digest(), "big")
 

@@ -32,16 +32,24 @@ def test_defaults_are_a_single_node_on_localhost() -> None:
     assert cfg.data_dir == "./trioraft-data"
 
 
-def test_cluster_id_depends_on_members_and_token() -> None:
+def test_cluster_id_depends_on_member_ids_and_token_not_addresses() -> None:
     a = NodeConfig(
         node_id=1,
         peers={1: "tcp://127.0.0.1:1", 2: "tcp://127.0.0.1:2"},
         peer_addr="tcp://127.0.0.1:1",
     )
-    b = a.with_overrides(peers={1: "tcp://127.0.0.1:1", 2: "tcp://127.0.0.1:3"})
-    c = a.with_overrides(cluster_token="other")
-    assert len({a.cluster_id, b.cluster_id, c.cluster_id}) == 3
-    assert a.cluster_id == a.with_overrides(node_id=2, peer_addr="tcp://127.0.0.1:2").cluster_id
+    more = a.with_overrides(
+        peers={1: "tcp://127.0.0.1:1", 2: "tcp://127.0.0.1:2", 3: "tcp://127.0.0.1:3"}
+    )
+    other_token = a.with_overrides(cluster_token="other")
+    assert len({a.cluster_id, more.cluster_id, other_token.cluster_id}) == 3
+    # another member's view of the same cluster, through another address for node 1
+    b = a.with_overrides(
+        node_id=2,
+        peer_addr="tcp://127.0.0.1:2",
+        peers={1: "tcp://127.0.0.1:9", 2: "tcp://127.0.0.1:2"},
+    )
+    assert a.cluster_id == b.cluster_id
 
 
 @pytest.mark.parametrize(

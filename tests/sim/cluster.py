@@ -1,0 +1,201 @@
+"""Simulated nodes (the shell around each ``RawNode``), their disks, and the clients.
+
+The shell follows the ``Ready`` contract of ``RawNode``: ``messages`` leave at once, the
+persist of ``hard_state`` + ``entries`` takes simulated time, and only when it is done are
+``persisted_messages`` sent, ``committed_entries`` applied and ``advance`` called. One
+``Ready`` is outstanding at a time, so persists happen in order.
+
+A crash loses everything in memory. The ``Disk`` keeps what reached it: the hard state and
+log written by completed persists (a crash during a persist either loses that write or lets
+it complete, without the messages or ``advance`` that follow it), and the state machine as
+of its last sync (applies are written unsynced, as in the real node, and may be lost: the
+log replays them after the restart).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from trioraft.core import CoreConfig, RawNode, Ready, Role
+from trioraft.core.raft import Raft
+from wire.errors import NotLeader, ProposalDropped
+from wire.messages import Entry, EntryKind, HardState, Message
+
+
+class Host(Protocol):
+    """What a node's shell needs from the simulation."""
+
+    now: int
+    rng: random.Random
+
+    def send(self, msg: Message) -> None: ...
+    def schedule_persist(self, node: SimNode, delay: int) -> None: ...
+    def on_apply(self, node: SimNode, entry: Entry) -> None: ...
+    def on_durable_send(self, node: SimNode, msg: Message) -> None: ...
+    def trace(self, text: str, *args: object) -> None: ...
+
+
+@dataclass
+class Disk:
+    hard_state: HardState = field(default_factory=HardState)
+    entries: list[Entry] = field(default_factory=list)
+    sm: list[Entry] = field(default_factory=list)  # applied entries, in index order
+    synced_sm: int = 0  # len(sm) as of the last state-machine sync
+
+    def write(self, rd: Ready) -> None:
+        if rd.entries:
+            first = rd.entries[0].index
+            if first > len(self.entries) + 1:
+                raise AssertionError(f"persist would leave a gap: {first} after {len(self.entries)}")
+            del self.entries[first - 1 :]
+            self.entries.extend(rd.entries)
+        if rd.hard_state is not None:
+            self.hard_state = rd.hard_state
+
+
+@dataclass
+class Pending:
+    """A proposal accepted by a node's core, waiting to be applied there."""
+
+    client: int
+    value: bytes
+    term: int
+
+
+class SimNode:
+    def __init__(self, config: CoreConfig, seed: int) -> None:
+        self.id = config.node_id
+        self.config = config
+        self.seed = seed
+        self.disk = Disk()
+        self.node: RawNode | None = None
+        self.incarnation = 0
+        self.outstanding: Ready | None = None
+        self.pending: dict[int, Pending] = {}  # index -> proposal, this incarnation only
+        self.start()
+
+    @property
+    def up(self) -> bool:
+        return self.node is not None
+
+    @property
+    def raft(self) -> Raft:
+        assert self.node is not None
+        return self.node._raft
+
+    def start(self) -> None:
+        d = self.disk
+        self.incarnation += 1
+        self.node = RawNode(
+            self.config,
+            hard_state=d.hard_state,
+            entries=list(d.entries),
+            applied=len(d.sm),
+            rng=random.Random(self.seed * 7919 + self.incarnation),
+        )
+        self.outstanding = None
+        self.pending = {}
+
+    def crash(self, host: Host) -> str:
+        """Lose memory; an outstanding persist may or may not have reached the disk."""
+        how = "idle"
+        if self.outstanding is not None:
+            if host.rng.random() < 0.5:
+                self.disk.write(self.outstanding)
+                how = "persist completed, nothing sent"
+            else:
+                how = "persist lost"
+        d = self.disk
+        del d.sm[d.synced_sm :]  # unsynced applies are lost; the log replays them
+        self.node = None
+        self.outstanding = None
+        self.pending = {}
+        return how
+
+    # --- the shell loop ------------------------------------------------------------------
+
+    def pump(self, host: Host) -> None:
+        """Take the next Ready if none is outstanding: send, then start its persist."""
+        node = self.node
+        if node is None or self.outstanding is not None or not node.has_ready():
+            return
+        rd = node.ready()
+        self.outstanding = rd
+        if rd.soft_state is not None:
+            host.trace(
+                "%d ready: %s lead=%d term=%d",
+                self.id,
+                rd.soft_state.role.name,
+                rd.soft_state.leader_id,
+                node.status.term,
+            )
+        for m in rd.messages:
+            host.send(m)
+        if rd.hard_state is None and not rd.entries:
+            self.finish_persist(host)  # nothing to write: no disk round trip
+        else:
+            host.schedule_persist(self, host.rng.randint(1, 6))
+
+    def finish_persist(self, host: Host) -> None:
+        rd = self.outstanding
+        node = self.node
+        assert rd is not None and node is not None
+        self.disk.write(rd)
+        if rd.hard_state is not None or rd.entries:
+            last = rd.entries[-1].index if rd.entries else None
+            host.trace("%d persisted hs=%s last=%s", self.id, rd.hard_state, last)
+        for m in rd.persisted_messages:
+            host.on_durable_send(self, m)
+            host.send(m)
+        d = self.disk
+        for e in rd.committed_entries:
+            if e.index != len(d.sm) + 1:
+                raise AssertionError(f"node {self.id} applies {e.index} after {len(d.sm)}")
+            d.sm.append(e)
+            host.on_apply(self, e)
+        if rd.committed_entries and host.rng.random() < 0.3:
+            d.synced_sm = len(d.sm)
+        self.outstanding = None
+        node.advance(rd)
+        self.pump(host)
+
+    def propose(self, host: Host, client: int, value: bytes) -> tuple[str, int]:
+        """Returns ("ok", index), ("not_leader", hint), ("dropped", 0) or ("down", 0)."""
+        node = self.node
+        if node is None:
+            return "down", 0
+        try:
+            index, term = node.propose(value)
+        except NotLeader as exc:
+            return "not_leader", exc.leader_id
+        except ProposalDropped:
+            return "dropped", 0
+        self.pending[index] = Pending(client, value, term)
+        self.pump(host)
+        return "ok", index
+
+    def is_leader(self) -> bool:
+        return self.node is not None and self.node._raft.role is Role.LEADER
+
+
+def normal(e: Entry) -> bool:
+    return e.kind is EntryKind.NORMAL
+
+
+@dataclass
+class Client:
+    """Proposes unique values, one at a time, to whichever node it believes leads."""
+
+    id: int
+    leader: int
+    seq: int = 0
+    waiting: bytes | None = None  # proposed, not acknowledged yet
+    waiting_since: int = 0
+    acked: int = 0
+    gave_up: int = 0
+
+    def next_value(self) -> bytes:
+        self.seq += 1
+        return b"c%d-%d" % (self.id, self.seq)
