@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import trio
-from harness.cluster import process_cluster
 
+from harness.cluster import process_cluster
 from trioraft.client import open_client
 from trioraft.errors import TrioraftError
 

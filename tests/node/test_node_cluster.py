@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 import zmq
-from harness.cluster import free_ports
 
+from harness.cluster import free_ports
 from storage import Identity, MemoryStore
 from trioraft import InvalidRequest, LeaderInfo, NodeBuilder, NodeConfig, open_client
 from trioraft.node import Node
