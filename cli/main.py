@@ -102,8 +102,11 @@ def run(
 
     try:
         trio.run(serve)
-    except TrioraftError as exc:
-        fail(str(exc))
+    except* TrioraftError as group:  # e.g. the node found damaged data while serving
+        error: BaseException = group
+        while isinstance(error, BaseExceptionGroup):
+            error = error.exceptions[0]
+        fail(str(error))
 
 
 @app.command()
@@ -124,32 +127,225 @@ def local(
         fail(str(exc))
 
 
+ConsistencyOpt = Annotated[
+    str | None,
+    typer.Option(help="linearizable, lease or eventual (default: the server's default)."),
+]
+JsonOutOpt = Annotated[bool, typer.Option("--json", help="Print JSON (one object per line).")]
+
+
 @app.command()
-def put(key: str, value: str, endpoints: EndpointsOpt = None, timeout: TimeoutOpt = 10.0) -> None:
+def put(
+    key: str,
+    value: str,
+    endpoints: EndpointsOpt = None,
+    timeout: TimeoutOpt = 10.0,
+    as_json: JsonOutOpt = False,
+) -> None:
     """Store VALUE under KEY; prints OK and the revision."""
     revision = _client_call(endpoints, timeout, lambda c: c.put(key, value))
-    typer.echo(f"OK revision {revision}")
+    typer.echo(json.dumps({"revision": revision}) if as_json else f"OK revision {revision}")
 
 
 @app.command()
 def get(
     key: str,
     endpoints: EndpointsOpt = None,
-    consistency: Annotated[str, typer.Option(help="linearizable or eventual.")] = "linearizable",
+    consistency: ConsistencyOpt = None,
     timeout: TimeoutOpt = 10.0,
+    as_json: JsonOutOpt = False,
 ) -> None:
     """Print the value of KEY; exits 1 if the key does not exist."""
-    value = _client_call(endpoints, timeout, lambda c: c.get(key, consistency=consistency))
-    if value is None:
+    from cli.kv_format import kv_json
+
+    _check_consistency(consistency)
+    result = _client_call(
+        endpoints, timeout, lambda c: c.get_with_revision(key, consistency=consistency)
+    )
+    if as_json:
+        row = kv_json(result.kv) if result.kv else {"key": key, "value": None}
+        typer.echo(json.dumps({**row, "revision": result.revision}))
+        if result.kv is None:
+            raise typer.Exit(1)
+        return
+    if result.value is None:
         fail(f"key not found: {key}")
-    sys.stdout.buffer.write(value + b"\n")
+    sys.stdout.buffer.write(result.value + b"\n")
 
 
 @app.command()
-def delete(key: str, endpoints: EndpointsOpt = None, timeout: TimeoutOpt = 10.0) -> None:
+def delete(
+    key: str,
+    endpoints: EndpointsOpt = None,
+    timeout: TimeoutOpt = 10.0,
+    as_json: JsonOutOpt = False,
+) -> None:
     """Delete KEY; prints 1 if it existed, 0 if not (as etcdctl does)."""
     existed = _client_call(endpoints, timeout, lambda c: c.delete(key))
-    typer.echo("1" if existed else "0")
+    typer.echo(json.dumps({"deleted": existed}) if as_json else ("1" if existed else "0"))
+
+
+@app.command()
+def cas(
+    key: str,
+    new: str,
+    expect: Annotated[str | None, typer.Option(help="Swap only if the value is this.")] = None,
+    missing: Annotated[bool, typer.Option(help="Swap only if KEY does not exist.")] = False,
+    endpoints: EndpointsOpt = None,
+    timeout: TimeoutOpt = 10.0,
+    as_json: JsonOutOpt = False,
+) -> None:
+    """Compare-and-swap: set KEY to NEW if its value is --expect (or it is --missing).
+
+    Prints OK and the revision; if the comparison fails, prints FAILED and the current
+    value and exits 1. Applied exactly once, even when retried.
+    """
+    from cli.kv_format import text
+
+    if (expect is None) == (not missing):
+        fail("cas: give exactly one of --expect VALUE and --missing", 2)
+    result = _client_call(endpoints, timeout, lambda c: c.cas(key, expect, new))
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "succeeded": result.succeeded,
+                    "revision": result.revision,
+                    "current": text(result.current),
+                }
+            )
+        )
+    elif result.succeeded:
+        typer.echo(f"OK revision {result.revision}")
+    else:
+        current = "(missing)" if result.current is None else text(result.current)
+        typer.echo(f"FAILED revision {result.revision} current {current}")
+    if not result.succeeded:
+        raise typer.Exit(1)
+
+
+@app.command()
+def txn(
+    compares: Annotated[
+        list[str] | None,
+        typer.Option("--if", help="A condition, e.g. 'value(k) = v', 'missing(k)'."),
+    ] = None,
+    then_ops: Annotated[
+        list[str] | None, typer.Option("--then", help="'put K V', 'delete K' or 'get K'.")
+    ] = None,
+    else_ops: Annotated[list[str] | None, typer.Option("--else", help="As --then.")] = None,
+    endpoints: EndpointsOpt = None,
+    timeout: TimeoutOpt = 10.0,
+    as_json: JsonOutOpt = False,
+) -> None:
+    """An atomic transaction: if every --if holds, run the --then ops, else the --else ops.
+
+    Conditions: value(KEY) = VALUE (also !=, <, >), version|mod|create(KEY) <op> N,
+    exists(KEY), missing(KEY). Prints SUCCEEDED or FAILED with the revision, then one line
+    per op.
+    """
+    from cli.kv_format import parse_compare, parse_op, txn_json, txn_lines
+
+    try:
+        cs = [parse_compare(x) for x in compares or []]
+        ok = [parse_op(x, "--then") for x in then_ops or []]
+        ko = [parse_op(x, "--else") for x in else_ops or []]
+    except ValueError as exc:
+        fail(str(exc), 2)
+        return
+    result = _client_call(endpoints, timeout, lambda c: c.txn(cs, ok, ko))
+    ops = ok if result.succeeded else ko
+    if as_json:
+        typer.echo(json.dumps(txn_json(result, ops)))
+    else:
+        typer.echo("\n".join(txn_lines(result, ops)))
+
+
+@app.command()
+def scan(
+    prefix: Annotated[str, typer.Argument(help="Key prefix (default: every key).")] = "",
+    start: Annotated[str | None, typer.Option(help="First key of the range.")] = None,
+    end: Annotated[str | None, typer.Option(help="End of the range (excluded).")] = None,
+    limit: Annotated[int, typer.Option(help="Keys per page (0: the server's).", min=0)] = 0,
+    continuation: Annotated[
+        str | None, typer.Option(help="Token printed by the previous page.")
+    ] = None,
+    endpoints: EndpointsOpt = None,
+    consistency: ConsistencyOpt = None,
+    timeout: TimeoutOpt = 10.0,
+    as_json: JsonOutOpt = False,
+) -> None:
+    """List keys under PREFIX (and within --start/--end): one 'KEY VALUE' line each.
+
+    With more keys than one page holds, prints the token for --continuation on stderr
+    (in the JSON object with --json).
+    """
+    from cli.kv_format import kv_json, text
+
+    _check_consistency(consistency)
+    try:
+        token = bytes.fromhex(continuation) if continuation else None
+    except ValueError:
+        fail(f"--continuation: not a token: {continuation!r}", 2)
+        return
+    page = _client_call(
+        endpoints,
+        timeout,
+        lambda c: c.scan(
+            prefix,
+            start=start,
+            end=end,
+            limit=limit,
+            continuation=token,
+            consistency=consistency,
+        ),
+    )
+    next_token = page.continuation.hex() if page.continuation else None
+    if as_json:
+        entries = [kv_json(kv) for kv in page.entries]
+        out = {"revision": page.revision, "entries": entries, "continuation": next_token}
+        typer.echo(json.dumps(out))
+        return
+    for kv in page.entries:
+        typer.echo(f"{text(kv.key)} {text(kv.value)}")
+    if next_token:
+        typer.echo(f"trioraft: more keys: --continuation {next_token}", err=True)
+
+
+@app.command()
+def watch(
+    key: str,
+    prefix: Annotated[bool, typer.Option(help="Watch every key starting with KEY.")] = False,
+    rev: Annotated[int, typer.Option(help="Start at this past revision (0: now).", min=0)] = 0,
+    prev_kv: Annotated[bool, typer.Option(help="Show each key's previous value.")] = False,
+    count: Annotated[int, typer.Option(help="Stop after this many events (0: never).")] = 0,
+    endpoints: EndpointsOpt = None,
+    timeout: TimeoutOpt = 10.0,
+    as_json: JsonOutOpt = False,
+) -> None:
+    """Print PUT and DELETE events of KEY (or of every key under it with --prefix) as they
+    happen, until Ctrl-C; resumes by itself across leader changes, without gaps."""
+    from cli.kv_format import event_json, event_line
+
+    async def go(client: Any) -> None:
+        seen = 0
+        async with client.watch(key, prefix=prefix, start_revision=rev, prev_kv=prev_kv) as w:
+            async for event in w:
+                line = json.dumps(event_json(event)) if as_json else event_line(event)
+                print(line, flush=True)
+                seen += 1
+                if count and seen >= count:
+                    return
+
+    try:
+        _client_call(endpoints, timeout, go)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _check_consistency(consistency: str | None) -> None:
+    if consistency not in (None, "linearizable", "lease", "eventual"):
+        fail(f"--consistency: expected linearizable, lease or eventual, got {consistency!r}", 2)
 
 
 @app.command()

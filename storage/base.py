@@ -11,6 +11,15 @@ Durability contract:
   the GIL, so the node calls it from a worker thread.
 - State-machine applies are never synced on their own: after a crash the applied index may
   go back, and the node re-applies committed entries from the (synced) log.
+
+Failure contract (docs/durability.md):
+- ``append``, ``apply`` and ``sync`` raise ``StorageError`` when the disk fails (full, I/O
+  error). Nothing written since the last successful ``sync`` is then known to be durable,
+  and the store refuses further writes until ``recover()`` succeeds; the caller then
+  rewrites whatever it had not synced (appends are idempotent) and syncs again. Reads keep
+  working while the store waits for recovery.
+- ``DataCorruption`` (a ``StorageError``) means stored data is damaged: retrying will not
+  help. Opening or loading a damaged store raises it, naming the dir and the log index.
 """
 
 from __future__ import annotations
@@ -19,9 +28,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from wire.errors import StorageError
 from wire.messages import Entry, HardState
 
 FORMAT_VERSION = 1
+
+
+class DataCorruption(StorageError):
+    """Stored data fails a checksum or is malformed; the message names the dir (and the log
+    index where known). Not transient: the node must not start on it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +81,12 @@ class Store(Protocol):
 
     def sync(self) -> None:
         """Block until everything written so far is durable. Call from a worker thread."""
+        ...
+
+    def recover(self) -> None:
+        """After ``append``/``apply``/``sync`` raised: make writes possible again (the
+        RocksDB store reopens its DB). No-op if nothing failed. Raises ``StorageError`` if
+        not possible yet; call again later. Must not run while a ``sync`` is in flight."""
         ...
 
     # --- State machine (apply task) ---

@@ -137,6 +137,10 @@ class MemoryStore:
                 write.replay(self._durable)
             self._unsynced.clear()
 
+    def recover(self) -> None:
+        """Nothing in memory fails; see ``storage.faults.FaultyStore`` for failures."""
+        self._check_open()
+
     def applied_index(self) -> int:
         self._check_open()
         return self._live.applied

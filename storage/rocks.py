@@ -14,11 +14,23 @@ would hold the GIL through the fsync and stall the event loop (see FINDINGS.md).
 Every rocksdict exception is turned into ``StorageError`` naming the data dir here.
 Threads: ``sync`` may run in a worker thread while the owner thread appends, applies or
 reads; ``close`` must not run while a ``sync`` is in flight.
+
+Damage and failures (policy and reasoning: docs/durability.md):
+
+- RocksDB replays its WAL in ``kTolerateCorruptedTailRecords`` mode (``storage.wal``): an
+  incomplete record at the end of the WAL was never synced, hence never acknowledged, and
+  is dropped (the store logs that it was, and after which log index); any other damage
+  fails the open with ``DataCorruption`` naming the dir and the last readable log index.
+- A failed ``append``, ``apply`` or ``sync`` (disk full, I/O error) leaves RocksDB refusing
+  writes and the fate of unsynced data unknown (a failed fsync may have dropped dirty
+  pages). The store then refuses writes until ``recover()`` reopens the DB, which replays
+  the WAL and starts a new one; the caller rewrites what it could not sync. Reads keep
+  working until then.
 """
 
 from __future__ import annotations
 
-import fcntl
+import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -26,9 +38,10 @@ from dataclasses import dataclass
 from types import TracebackType
 from weakref import WeakSet
 
-from rocksdict import ColumnFamily, Options, Rdict, RdictIter, ReadOptions, WriteBatch, WriteOptions
+from rocksdict import ColumnFamily, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
 
-from storage.base import FORMAT_VERSION, Identity, KvOp, RaftState
+from storage.base import FORMAT_VERSION, DataCorruption, Identity, KvOp, RaftState
+from storage.lock import LOCK_NAME, already_open, in_use, lock, unlock
 from storage.records import (
     META_APPLIED,
     META_FORMAT,
@@ -47,16 +60,17 @@ from storage.records import (
     key_index,
 )
 from storage.rules import check_append, check_identity, check_wanted_identity
+from storage.scan import Scan, prefix_end
+from storage.wal import TornTail, missing_room, readable_log_end, recovery_options, torn_tails
 from wire.errors import StorageError
 from wire.messages import Entry, HardState
 
-LOCK_NAME = "trioraft.lock"
+__all__ = ["DB_NAME", "LOCK_NAME", "RocksStore", "open_store"]
+
+log = logging.getLogger(__name__)
+
 DB_NAME = "db"
 COLUMN_FAMILIES = ("log", "meta", "kv")
-
-# Data dirs (real paths) open in this process; flock alone would report "another process".
-_open_dirs: set[str] = set()
-_open_dirs_lock = threading.Lock()
 
 
 def _raw_options() -> Options:
@@ -67,30 +81,16 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _in_use(path: str) -> StorageError:
-    return StorageError(f"data dir {path} is in use by another process (lock {path}/{LOCK_NAME})")
-
-
-def _already_open(path: str) -> StorageError:
-    return StorageError(f"data dir {path} is already open in this process")
-
-
 def _translate(path: str, what: str, exc: BaseException) -> StorageError:
     """Map a rocksdict (or OS) exception to StorageError naming the dir."""
     text = _one_line(exc)
     if "lock hold by current process" in text:
-        return _already_open(path)
+        return already_open(path)
     if "While lock file" in text:
-        return _in_use(path)
+        return in_use(path)
+    if text.startswith("Corruption"):
+        return DataCorruption(f"data dir {path}: {what} found corrupt data: {text}")
     return StorageError(f"data dir {path}: {what} failed: {text}")
-
-
-def _prefix_end(prefix: bytes) -> bytes | None:
-    """The smallest key greater than every key starting with ``prefix`` (None: no bound)."""
-    stripped = prefix.rstrip(b"\xff")
-    if not stripped:
-        return None
-    return stripped[:-1] + bytes([stripped[-1] + 1])
 
 
 @dataclass(slots=True)
@@ -115,51 +115,6 @@ class _Handles:
         return db
 
 
-class _Scan(Iterator[tuple[bytes, bytes]]):
-    """A forward scan over one prefix of ``kv``, on the consistent view taken at creation.
-
-    Holds a RocksDB iterator, which keeps the DB (and its lock) alive: the store releases
-    every unfinished scan on close, after which the scan raises StorageError.
-    """
-
-    __slots__ = ("__weakref__", "_closed", "_it", "_prefix", "_read_opts", "_store")
-
-    def __init__(
-        self, store: RocksStore, it: RdictIter, read_opts: ReadOptions, prefix: bytes
-    ) -> None:
-        self._store = store
-        self._it: RdictIter | None = it
-        self._read_opts = read_opts  # keep alive as long as the iterator (it holds the bound)
-        self._prefix = prefix
-        self._closed = False
-
-    def __next__(self) -> tuple[bytes, bytes]:
-        it = self._it
-        if it is None:
-            if self._closed:
-                raise self._store._closed_error()
-            raise StopIteration
-        try:
-            if it.valid():
-                key: bytes = it.key()
-                if key.startswith(self._prefix):
-                    value: bytes = it.value()
-                    it.next()
-                    return key, value
-            else:
-                it.status()  # raises if the iterator stopped on an error, not at the end
-        except Exception as exc:
-            self.release()
-            del it  # a kept traceback must not keep the iterator (and the DB lock)
-            raise _translate(self._store.path, "scan", exc) from exc
-        self.release()
-        raise StopIteration
-
-    def release(self, *, closed: bool = False) -> None:
-        self._it = None
-        self._closed = closed
-
-
 class RocksStore:
     """The durable ``Store``. Open with ``open_store``; close (or use ``with``) when done."""
 
@@ -173,9 +128,13 @@ class RocksStore:
         self._real = real
         self._write_opts = WriteOptions()
         self._write_opts.sync = False  # durability comes from sync() = flush_wal(True)
-        self._scans: WeakSet[_Scan] = WeakSet()
+        self._scans: WeakSet[Scan] = WeakSet()
         self._last_index = 0
         self._applied = 0
+        # A write or sync failed: writes are refused until recover() reopens the DB.
+        self._failure: StorageError | None = None
+        self._sync_lock = threading.Lock()  # held by sync() (a worker thread) and recover()
+        self.dropped_tails: list[TornTail] = []  # incomplete WAL writes dropped at open
 
     @classmethod
     def open(cls, path: str, identity: Identity, *, create: bool = True) -> RocksStore:
@@ -221,7 +180,10 @@ class RocksStore:
         except StorageError:
             raise
         except Exception as exc:
-            raise self._error("reading the log", exc) from exc
+            where = f"after entry {entries[-1].index}" if entries else "from its first entry"
+            raise DataCorruption(
+                f"data dir {self._path}: log is unreadable {where} ({_one_line(exc)})"
+            ) from exc
         finally:
             del it
         self._last_index = entries[-1].index if entries else 0
@@ -245,19 +207,26 @@ class RocksStore:
                 )
         if hard_state is not None:
             batch.put(META_HARD_STATE, encode_hard_state(hard_state), h.meta_cf)
+        self._check_writable()
         try:
             h.db.write(batch, self._write_opts)
         except Exception as exc:
-            raise self._error("append", exc) from exc
+            raise self._failed("append", exc) from exc
         self._last_index = new_last
 
     def sync(self) -> None:
-        """Make every earlier write durable: ``flush_wal(True)``; releases the GIL."""
-        h = self._live()
-        try:
-            h.db.flush_wal(True)
-        except Exception as exc:
-            raise self._error("sync", exc) from exc
+        """Make every earlier write durable: ``flush_wal(True)``; releases the GIL.
+
+        After a failure nothing written since the last good sync is known to be on disk:
+        retrying the fsync could report success for pages the kernel already dropped, so
+        every later ``sync`` fails until ``recover()`` (and the caller rewrites)."""
+        with self._sync_lock:
+            h = self._live()
+            self._check_writable()
+            try:
+                h.db.flush_wal(True)
+            except Exception as exc:
+                raise self._failed("sync", exc) from exc
 
     def applied_index(self) -> int:
         self._live()
@@ -273,11 +242,52 @@ class RocksStore:
             else:
                 batch.put(key, value, h.kv_cf)
         batch.put(META_APPLIED, encode_int(applied_index), h.meta_cf)
+        self._check_writable()
         try:
             h.db.write(batch, self._write_opts)
         except Exception as exc:
-            raise self._error("apply", exc) from exc
+            raise self._failed("apply", exc) from exc
         self._applied = applied_index
+
+    @property
+    def failure(self) -> StorageError | None:
+        """The write or sync failure that ``recover()`` has not cleared yet, if any."""
+        return self._failure
+
+    def recover(self) -> None:
+        """After a failed write or sync: reopen the DB so writes can succeed again.
+
+        No-op when nothing failed. Reopening replays the WAL as RocksDB sees it (an
+        incomplete last record, the failed write's, is dropped) and starts a new WAL;
+        whatever the caller could not sync must be written again. Raises StorageError
+        (writes stay refused, reads keep working) while a sync is in flight or the disk
+        that filled up has not got room for the reopen yet; if the reopen itself fails,
+        reads fail too until a later ``recover()`` succeeds.
+        """
+        failure = self._failure
+        if failure is None:
+            return
+        if not self._sync_lock.acquire(blocking=False):
+            raise StorageError(f"data dir {self._path}: cannot recover while a sync is running")
+        try:
+            if self._h is not None:
+                if "No space left" in str(failure):
+                    short = missing_room(self._path, os.path.join(self._path, DB_NAME))
+                    if short:
+                        raise StorageError(f"data dir {self._path}: {short} to reopen")
+                self._close_db(quiet=True)
+            try:
+                self._h, tails = _open_db(self._path, create=False)
+                self._load_meta(self._identity, create=False)
+            except StorageError as exc:
+                self._close_db(quiet=True)
+                kind = DataCorruption if isinstance(exc, DataCorruption) else StorageError
+                raise kind(f"{exc} (reopening after: {failure})") from exc
+            self._failure = None
+            self._report_dropped(tails, "it is the write that failed")
+            log.warning("data dir %s: reopened after a failed write; writes resume", self._path)
+        finally:
+            self._sync_lock.release()
 
     def get(self, key: bytes) -> bytes | None:
         h = self._live()
@@ -294,7 +304,7 @@ class RocksStore:
         read_opts = ReadOptions()
         # Only an upper bound: rocksdict 0.3.29's set_iterate_lower_bound acts as an upper
         # bound, so the lower end is a seek.
-        end = _prefix_end(prefix)
+        end = prefix_end(prefix)
         if end is not None:
             read_opts.set_iterate_upper_bound(end)
         try:
@@ -306,27 +316,22 @@ class RocksStore:
         except Exception as exc:
             del it
             raise self._error("scan", exc) from exc
-        scan = _Scan(self, it, read_opts, prefix)
+        scan = Scan(self, it, read_opts, prefix)
         self._scans.add(scan)
         return scan
 
     def close(self) -> None:
-        """Release scans, column families, the DB and then the lock. Idempotent."""
-        h = self._h
-        if h is None:
+        """Release scans, column families, the DB and then the lock. Idempotent.
+
+        After an unrecovered write failure, RocksDB's report of that failure on close is
+        not raised again."""
+        if self._lock_fd < 0:
             return
-        self._h = None
-        for scan in list(self._scans):
-            scan.release(closed=True)
-        db = h.release()  # the column-family views keep the DB lock until released
-        del h
         try:
-            db.close()
-        except Exception as exc:
-            raise self._error("close", exc) from exc
+            self._close_db(quiet=self._failure is not None)
         finally:
-            del db
-            _unlock(self._lock_fd, self._real)
+            fd, self._lock_fd = self._lock_fd, -1
+            unlock(fd, self._real)
 
     def __enter__(self) -> RocksStore:
         return self
@@ -340,7 +345,9 @@ class RocksStore:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._h is None else f"last_index={self._last_index}"
+        state = "closed" if self._lock_fd < 0 else f"last_index={self._last_index}"
+        if self._failure is not None and self._lock_fd >= 0:
+            state += " failed"
         return f"<RocksStore {self._path} node {self._identity.node_id} {state}>"
 
     # --- internals ---
@@ -352,13 +359,60 @@ class RocksStore:
         return h
 
     def _closed_error(self) -> StorageError:
+        if self._lock_fd >= 0 and self._failure is not None:
+            return StorageError(
+                f"data dir {self._path}: unavailable until a reopen succeeds ({self._failure})"
+            )
         return StorageError(f"data dir {self._path}: store is closed")
 
     def _error(self, what: str, exc: BaseException) -> StorageError:
         return _translate(self._path, what, exc)
 
+    def _failed(self, what: str, exc: BaseException) -> StorageError:
+        """Record a failed write or sync: later writes wait for ``recover()``."""
+        error = self._error(what, exc)
+        self._failure = error
+        return error
+
+    def _check_writable(self) -> None:
+        if self._failure is not None:
+            raise StorageError(
+                f"data dir {self._path}: writes refused until recovered ({self._failure})"
+            )
+
+    def _close_db(self, *, quiet: bool) -> None:
+        h = self._h
+        if h is None:
+            return
+        self._h = None
+        for scan in list(self._scans):
+            scan.release(closed=True)
+        db = h.release()  # the column-family views keep the DB lock until released
+        del h
+        try:
+            db.close()
+        except Exception as exc:
+            if not quiet:
+                raise self._error("close", exc) from exc
+            log.debug("data dir %s: close after a failure: %s", self._path, _one_line(exc))
+        finally:
+            del db
+
+    def _report_dropped(self, tails: list[TornTail], why: str) -> None:
+        """Log each incomplete WAL write RocksDB dropped while opening (see storage.wal)."""
+        for tail in tails:
+            log.warning(
+                "data dir %s: dropped an incomplete write after log entry %d (%s): %s, "
+                "never synced, so nothing in it was acknowledged",
+                self._path,
+                self._last_index,
+                tail.describe(self._path),
+                why,
+            )
+        self.dropped_tails.extend(tails)
+
     def _corrupt(self, what: str, exc: CorruptRecord) -> StorageError:
-        return StorageError(f"data dir {self._path}: {what} is corrupt ({exc})")
+        return DataCorruption(f"data dir {self._path}: {what} is corrupt ({exc})")
 
     def _read_meta(self, h: _Handles, key: bytes) -> bytes | None:
         try:
@@ -460,60 +514,34 @@ class RocksStore:
         self._identity = identity
 
 
-def _lock(path: str, real: str) -> int:
-    """Register ``real`` as open here and take the flock; returns the lock fd."""
-    with _open_dirs_lock:
-        if real in _open_dirs:
-            raise _already_open(path)
-        _open_dirs.add(real)
-    lock_path = os.path.join(path, LOCK_NAME)
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        _forget(real)
-        raise StorageError(f"data dir {path}: cannot open {lock_path}: {exc.strerror}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        _forget(real)
-        if isinstance(exc, BlockingIOError):
-            raise _in_use(path) from exc
-        raise StorageError(f"data dir {path}: cannot lock {lock_path}: {exc.strerror}") from exc
-    return fd
-
-
-def _forget(real: str) -> None:
-    with _open_dirs_lock:
-        _open_dirs.discard(real)
-
-
-def _unlock(fd: int, real: str) -> None:
-    try:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-        _forget(real)
-
-
-def _open_db(path: str, create: bool) -> _Handles:
+def _open_db(path: str, create: bool) -> tuple[_Handles, list[TornTail]]:
+    """Open the RocksDB of data dir ``path``; also return the torn WAL tails it dropped."""
     db_path = os.path.join(path, DB_NAME)
     exists = os.path.exists(os.path.join(db_path, "CURRENT"))
     if not exists and not create:
         raise StorageError(f"data dir {path} holds no trioraft data (no {db_path})")
+    tails = torn_tails(db_path) if exists else []
     try:
         names = set(COLUMN_FAMILIES)
         if exists:  # every existing family must be opened, even ones we do not know
             names.update(Rdict.list_cf(db_path, _raw_options()))
         names.discard("default")
-        options = _raw_options()
+        options = recovery_options(_raw_options())
         options.create_if_missing(create)
         options.create_missing_column_families(True)
         db = Rdict(db_path, options, column_families={n: _raw_options() for n in names})
     except Exception as exc:
-        raise _translate(path, "opening RocksDB", exc) from exc
+        error = _translate(path, "opening RocksDB", exc)
+        if isinstance(error, DataCorruption):
+            end = readable_log_end(db_path, "log")
+            where = "" if end is None else f" after log entry {end}"
+            error = DataCorruption(
+                f"data dir {path}: corrupt RocksDB data{where}, refusing to start "
+                f"({_one_line(exc)})"
+            )
+        raise error from exc
     try:
-        return _Handles(
+        handles = _Handles(
             db,
             db.get_column_family("log"),
             db.get_column_family("meta"),
@@ -525,6 +553,7 @@ def _open_db(path: str, create: bool) -> _Handles:
     except Exception as exc:
         db.close()
         raise _translate(path, "opening column families", exc) from exc
+    return handles, tails
 
 
 def open_store(path: str, identity: Identity, *, create: bool = True) -> RocksStore:
@@ -546,11 +575,11 @@ def open_store(path: str, identity: Identity, *, create: bool = True) -> RocksSt
         except OSError as exc:
             raise StorageError(f"data dir {path} cannot be created: {exc.strerror}") from exc
     real = os.path.realpath(path)
-    fd = _lock(path, real)
+    fd = lock(path, real)
     try:
-        handles = _open_db(path, create)
+        handles, tails = _open_db(path, create)
     except BaseException:
-        _unlock(fd, real)
+        unlock(fd, real)
         raise
     store = RocksStore(path, identity, handles, fd, real)
     try:
@@ -558,4 +587,5 @@ def open_store(path: str, identity: Identity, *, create: bool = True) -> RocksSt
     except BaseException:
         store.close()
         raise
+    store._report_dropped(tails, "a crash interrupted it")
     return store

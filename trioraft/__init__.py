@@ -1,6 +1,8 @@
 """trioraft: a Raft consensus node and replicated key-value service for trio programs."""
 
-from trioraft.client import Client, Consistency, open_client
+from trioraft._client_types import CasResult, ReadResult, ScanResult, TxnResult
+from trioraft._client_watch import Watch
+from trioraft.client import Client, Consistency, open_client, open_embedded_client
 from trioraft.config import NodeConfig, load_config
 from trioraft.errors import (
     Busy,
@@ -9,6 +11,7 @@ from trioraft.errors import (
     InvalidRequest,
     NotLeader,
     ProposalDropped,
+    SessionExpired,
     StorageError,
     Timeout,
     TrioraftError,
@@ -16,28 +19,55 @@ from trioraft.errors import (
     WireError,
 )
 from trioraft.node import LeaderInfo, Node, NodeBuilder
+from wire.client_messages import (
+    Compare,
+    CompareOp,
+    CompareTarget,
+    Event,
+    EventType,
+    KeyValue,
+    OpKind,
+    OpResult,
+    TxnOp,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Busy",
+    "CasResult",
     "Client",
     "Compacted",
+    "Compare",
+    "CompareOp",
+    "CompareTarget",
     "ConfigError",
     "Consistency",
+    "Event",
+    "EventType",
     "InvalidRequest",
+    "KeyValue",
     "LeaderInfo",
     "Node",
     "NodeBuilder",
     "NodeConfig",
     "NotLeader",
+    "OpKind",
+    "OpResult",
     "ProposalDropped",
+    "ReadResult",
+    "ScanResult",
+    "SessionExpired",
     "StorageError",
     "Timeout",
     "TrioraftError",
+    "TxnOp",
+    "TxnResult",
     "Unavailable",
+    "Watch",
     "WireError",
     "__version__",
     "load_config",
     "open_client",
+    "open_embedded_client",
 ]

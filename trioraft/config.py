@@ -39,6 +39,20 @@ class NodeConfig:
     max_inflight: int = 256
     pre_vote: bool = True
     check_quorum: bool = True
+    # --- client API (docs/operations.md) ---
+    default_consistency: str = "linearizable"  # reads that name no level: or lease, eventual
+    lease_reads: bool = True  # serve lease reads from the leader alone while its lease holds
+    # lease = election timeout - this margin; None: 2 ticks + 20% of the election timeout
+    lease_drift_ms: int | None = None
+    max_txn_ops: int = 128  # compares + ops of one transaction
+    max_scan_keys: int = 1000  # keys per scan page
+    session_ttl_ms: int = 3_600_000  # of log time without a write
+    max_sessions: int = 10_000
+    watch_enabled: bool = True
+    watch_history: int = 10_000  # events kept for watches that start in the past
+    watch_buffer: int = 1024  # events buffered per watcher before it is cancelled
+    watch_progress_ms: int = 1000  # progress message to an idle watcher at least this often
+    max_watchers: int = 10_000
 
     def __post_init__(self) -> None:
         peers = dict(self.peers) or {self.node_id: self.peer_addr}
@@ -66,6 +80,13 @@ class NodeConfig:
             "max_message_bytes",
             "max_append_bytes",
             "max_inflight",
+            "max_txn_ops",
+            "max_scan_keys",
+            "session_ttl_ms",
+            "max_sessions",
+            "watch_buffer",
+            "watch_progress_ms",
+            "max_watchers",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -77,6 +98,55 @@ class NodeConfig:
             )
         if self.max_value_bytes + self.max_key_bytes + 1024 > self.max_message_bytes:
             raise ConfigError("max_message_bytes must exceed max_key_bytes + max_value_bytes")
+        if self.watch_history < 0:
+            raise ConfigError(f"watch_history must be >= 0, got {self.watch_history}")
+        if self.default_consistency not in ("linearizable", "lease", "eventual"):
+            raise ConfigError(
+                "default_consistency: expected linearizable, lease or eventual, "
+                f"got {self.default_consistency!r}"
+            )
+        self._check_lease()
+
+    @property
+    def election_timeout_ms(self) -> int:
+        """The shortest election timeout: ``election_ticks`` ticks."""
+        return self.election_ticks * self.tick_ms
+
+    @property
+    def lease_drift(self) -> int:
+        """The lease's clock-drift margin in ms (``lease_drift_ms`` or its default)."""
+        if self.lease_drift_ms is not None:
+            return self.lease_drift_ms
+        return 2 * self.tick_ms + self.election_timeout_ms // 5
+
+    @property
+    def lease_ms(self) -> int:
+        """How long a leader serves lease reads after a quorum acknowledged a heartbeat
+        (0 when lease reads are off): the election timeout minus the drift margin."""
+        if not self.lease_reads:
+            return 0
+        return max(0, self.election_timeout_ms - self.lease_drift)
+
+    def _check_lease(self) -> None:
+        """Lease reads are safe only with a margin for tick granularity and clock drift:
+        at least 2 ticks + 5% of the election timeout, and less than the timeout itself.
+        (The default margin always meets the first; where it leaves no lease, at an
+        election timeout of 2 ticks, lease reads fall back to ReadIndex.)"""
+        if not self.lease_reads or self.lease_drift_ms is None:
+            return
+        election = self.election_timeout_ms
+        least = 2 * self.tick_ms + election // 20
+        if self.lease_drift < least:
+            raise ConfigError(
+                f"lease_drift_ms: {self.lease_drift} ms is too small for lease reads; at "
+                f"least {least} ms (2 ticks + 5% of the {election} ms election timeout) is "
+                "needed: raise it or set lease_reads = false"
+            )
+        if self.lease_drift >= election:
+            raise ConfigError(
+                f"lease_drift_ms: {self.lease_drift} ms leaves no lease within the {election} "
+                "ms election timeout: lower it, raise election_ticks or set lease_reads = false"
+            )
 
     @property
     def cluster_id(self) -> int:

@@ -39,9 +39,14 @@ class Timeout(TrioraftError):
 
 
 class Compacted(TrioraftError):
-    """The requested revision or log index was compacted away."""
+    """The requested revision or log index was compacted away; ``compact_revision`` (when
+    known, else 0) is the oldest one still available."""
 
     code = 5
+
+    def __init__(self, message: str = "compacted", compact_revision: int = 0) -> None:
+        super().__init__(message)
+        self.compact_revision = compact_revision
 
 
 class ConfigError(TrioraftError):
@@ -80,6 +85,14 @@ class Busy(TrioraftError):
     code = 11
 
 
+class SessionExpired(TrioraftError):
+    """The client session of a write is unknown or expired (Raft thesis §6.3): the write
+    was not applied by this attempt. The client library registers a new session and retries
+    when no earlier attempt can have applied; otherwise it reports ``Timeout``."""
+
+    code = 12
+
+
 ERROR_CODES: dict[int, type[TrioraftError]] = {
     cls.code: cls
     for cls in (
@@ -94,5 +107,6 @@ ERROR_CODES: dict[int, type[TrioraftError]] = {
         ProposalDropped,
         InvalidRequest,
         Busy,
+        SessionExpired,
     )
 }

@@ -61,6 +61,10 @@ class ProcessCluster:
     peers: dict[int, str] = field(default_factory=dict)
     clients: dict[int, str] = field(default_factory=dict)
     procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Optional: node id -> the --peers map that node starts with (default: ``peers`` for
+    # every node). Lets peer traffic go through per-pair proxies (tests/jepsen/proxy.py);
+    # each view must list the node itself at its real ``peers`` address.
+    peer_views: dict[int, dict[int, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         ports = free_ports(2 * self.size)
@@ -75,13 +79,20 @@ class ProcessCluster:
     def log_path(self, node_id: int) -> Path:
         return self.root / f"node{node_id}.log"
 
+    def data_dir(self, node_id: int) -> Path:
+        return self.root / f"node{node_id}"
+
+    def alive(self, node_id: int) -> bool:
+        proc = self.procs.get(node_id)
+        return proc is not None and proc.poll() is None
+
     def start(self, node_id: int) -> None:
         assert node_id not in self.procs or self.procs[node_id].poll() is not None
         cmd = node_command(
             node_id,
-            self.peers,
+            self.peer_views.get(node_id, self.peers),
             self.clients[node_id],
-            str(self.root / f"node{node_id}"),
+            str(self.data_dir(node_id)),
             self.tick_ms,
         )
         with self.log_path(node_id).open("ab") as logf:
@@ -103,6 +114,7 @@ class ProcessCluster:
     def stop_all(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)  # a paused (SIGSTOP) node must see SIGTERM
                 proc.send_signal(signal.SIGTERM)
         for proc in self.procs.values():
             try:

@@ -44,7 +44,13 @@ class CampaignKind(IntEnum):
 
 class Raft:
     def __init__(
-        self, config: CoreConfig, *, hard_state: HardState, log: RaftLog, rng: RandomSource
+        self,
+        config: CoreConfig,
+        *,
+        hard_state: HardState,
+        log: RaftLog,
+        rng: RandomSource,
+        fresh_start: bool = False,
     ) -> None:
         self.id = config.node_id
         self.config = config
@@ -69,6 +75,12 @@ class Raft:
         self.lead_transferee = NO_NODE
         self.transfer_elapsed = 0
         self.timeout_now_sent = False  # leader: sent TimeoutNow in this term (no more lease)
+        # With check-quorum, the tick until which we promised a leader not to help elect
+        # anybody else (thesis §6.4.1): one election timeout after we last heard from it.
+        # Role and term changes do not end the promise; the leader's lease relies on it.
+        # A restarted node may have acknowledged a leader just before it crashed and has
+        # forgotten when, so it keeps the promise for its first election timeout.
+        self.lease_until = 0 if fresh_start else config.election_ticks
         self.readonly = ReadOnly(self.id)
         self.pending_bcast = False  # leader: new entries to broadcast at the next flush
         self.msgs: list[Message] = []
@@ -98,15 +110,19 @@ class Raft:
         return HardState(term=self.term, vote=vote, commit=self.log.committed)
 
     def _in_lease(self, pre_vote: bool) -> bool:
-        """We heard from a live leader within the minimum election timeout.
+        """We heard from a live leader within the minimum election timeout (or are one).
 
         Then we ignore vote requests: pre-votes always (thesis §9.6), real votes only with
-        check-quorum (thesis §4.2.3), which is what makes leader leases sound.
+        check-quorum (thesis §4.2.3), which is what makes leader leases sound. With
+        check-quorum the promise lasts an election timeout from when we last heard from a
+        leader, whatever happened since (``lease_until``), and covers a restart.
         """
+        if self.role is Role.LEADER:
+            return self.config.check_quorum or pre_vote
+        if self.config.check_quorum:
+            return self.ticks < self.lease_until
         return (
-            (self.config.check_quorum or pre_vote)
-            and self.lead != NO_NODE
-            and self.election_elapsed < self.config.election_ticks
+            pre_vote and self.lead != NO_NODE and self.election_elapsed < self.config.election_ticks
         )
 
     def lease_valid(self) -> bool:
@@ -223,10 +239,26 @@ class Raft:
 
     # --- input: local requests -----------------------------------------------------------
 
+    def step_down(self) -> None:
+        """Leader or (pre-)candidate: become a follower in the same term (the vote is kept),
+        with no known leader. Pending reads are dropped, as on any loss of leadership."""
+        if self.role is not Role.FOLLOWER:
+            self._become_follower(self.term, NO_NODE)
+
     def campaign(self, kind: CampaignKind | None = None) -> None:
-        """Start an election (with a pre-vote first if configured); no-op for a leader."""
+        """Start an election (with a pre-vote first if configured).
+
+        No-op for a leader, and for a node bound by a lease promise (``lease_until``):
+        winning would break the lease of the leader it acknowledged. Only a transfer
+        (TimeoutNow, sent by that leader, which then gives up its lease) may override it.
+        An election timeout never fires inside the promise, so this only stops campaigns
+        requested from outside (``RawNode.campaign``).
+        """
         if not self.promotable or self.role is Role.LEADER:
             return
+        if kind is not CampaignKind.TRANSFER and len(self.voters) > 1:
+            if self._in_lease(pre_vote=False):
+                return  # (a lone voter promised nobody anything)
         if kind is None:
             kind = CampaignKind.PRE_VOTE if self.config.pre_vote else CampaignKind.ELECTION
         if kind is CampaignKind.PRE_VOTE:
@@ -403,15 +435,18 @@ class Raft:
 
     def _step_follower(self, m: Message) -> None:
         if isinstance(m, AppendEntries):
-            self.election_elapsed = 0
-            self.lead = m.src
+            self._heard_from_leader(m.src)
             self._handle_append(m)
         elif isinstance(m, Heartbeat):
-            self.election_elapsed = 0
-            self.lead = m.src
+            self._heard_from_leader(m.src)
             self._handle_heartbeat(m)
         elif isinstance(m, TimeoutNow):
             self.campaign(CampaignKind.TRANSFER)
+
+    def _heard_from_leader(self, lead: int) -> None:
+        self.election_elapsed = 0
+        self.lead = lead
+        self.lease_until = self.ticks + self.config.election_ticks
 
     def _handle_append(self, m: AppendEntries) -> None:
         log = self.log

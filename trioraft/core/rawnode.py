@@ -54,12 +54,19 @@ class RawNode:
         entries: Sequence[Entry],
         applied: int,
         rng: RandomSource,
+        fresh_start: bool = False,
     ) -> None:
         """Restart from stable storage: ``entries`` is the whole stored log from index 1.
 
         ``applied`` is the state machine's applied index; committed entries above it are
         delivered again in ``committed_entries``. Raises ``StorageError`` if the stored
         state is inconsistent.
+
+        With check-quorum, a restarted node ignores vote and pre-vote requests during its
+        first ``election_ticks`` ticks: before the crash it may have acknowledged a leader
+        whose lease (``lease_valid``) counts on it not voting for anyone else that soon,
+        and nothing durable says when. Pass ``fresh_start=True`` only for a node that has
+        never run before (a new data directory): it cannot have acknowledged anybody.
         """
         if entries and entries[0].index != 1:
             raise StorageError(f"stored log must start at index 1, not {entries[0].index}")
@@ -74,7 +81,7 @@ class RawNode:
             log = RaftLog(entries, committed=commit, applied=applied)
         except ValueError as exc:
             raise StorageError(f"stored log is inconsistent: {exc}") from exc
-        self._raft = Raft(config, hard_state=hard_state, log=log, rng=rng)
+        self._raft = Raft(config, hard_state=hard_state, log=log, rng=rng, fresh_start=fresh_start)
         self._prev_soft = INITIAL_SOFT_STATE
         self._prev_hard = HardState(hard_state.term, hard_state.vote, commit)
         self._durable_hard = self._prev_hard
@@ -123,7 +130,10 @@ class RawNode:
     def campaign(self) -> None:
         """Start an election now (a pre-vote first when ``pre_vote`` is on).
 
-        No-op on a leader or a node that is not a voter.
+        No-op on a leader or a node that is not a voter. Also a no-op, with check-quorum,
+        while this node is bound by a lease promise: it heard from a leader (or restarted)
+        less than ``election_ticks`` ago, and winning would break that leader's lease
+        (thesis §6.4.1). To move leadership at once, use ``transfer_leader`` on the leader.
         """
         self._raft.campaign()
 
@@ -139,6 +149,15 @@ class RawNode:
         if raft.role is not Role.LEADER:
             raise NotLeader(f"node {raft.id} is not the leader", leader_id=raft.lead)
         raft.transfer_leader(target)
+
+    def step_down(self) -> None:
+        """Stop leading or campaigning now: follower in the same term, no known leader.
+
+        For a shell whose storage fails (it can acknowledge nothing): the change shows in
+        ``status`` at once and as ``soft_state`` in the next ``Ready``. A follower ticked
+        on campaigns again after an election timeout. No-op on a follower.
+        """
+        self._raft.step_down()
 
     # --- outputs -------------------------------------------------------------------------
 

@@ -1,22 +1,37 @@
 """Commands of the replicated KV state machine, as they are stored in log entries.
 
-An entry's data is a CBOR array ``[op, key, value]``; the encoding is part of the on-disk
-format (the log replays it), so ops only ever get added, never renumbered.
+An entry's data is a CBOR array whose first item is the op code; the encoding is part of the
+on-disk format (the log replays it), so ops only ever get added, never renumbered::
+
+    [1, key, value]                               put
+    [2, key]                                      delete
+    [3, compares, success, failure]               transaction (and compare-and-swap)
+        compare = [key, target, op, value, number]; op = [kind, key, value]
+    [4, stamp]                                    register a client session
+    [5, session_id, seq, stamp, command]          a put/delete/txn under a session
+
+``stamp`` is the proposing leader's wall clock in milliseconds: session expiry runs on
+these stamps ("log time"), so every node decides it identically (see ``sessions``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 import cbor2
 
+from wire.client_messages import Compare, CompareOp, CompareTarget, OpKind, TxnOp
 from wire.errors import InvalidRequest
 
 
 class Op(IntEnum):
     PUT = 1
     DELETE = 2
+    TXN = 3
+    REGISTER_SESSION = 4
+    SESSION = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,17 +45,56 @@ class Delete:
     key: bytes
 
 
-Command = Put | Delete
+@dataclass(frozen=True, slots=True)
+class Txn:
+    compares: tuple[Compare, ...]
+    success: tuple[TxnOp, ...]
+    failure: tuple[TxnOp, ...]
 
 
-def encode_command(cmd: Command) -> bytes:
+@dataclass(frozen=True, slots=True)
+class RegisterSession:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class InSession:
+    """``command`` under client session ``session_id`` with sequence number ``seq``."""
+
+    session_id: int
+    seq: int
+    command: Put | Delete | Txn
+
+
+Write = Put | Delete | Txn
+Command = Put | Delete | Txn | RegisterSession | InSession
+
+
+def _fields(cmd: Write) -> list[Any]:
     if isinstance(cmd, Put):
-        return cbor2.dumps([Op.PUT.value, cmd.key, cmd.value])
-    return cbor2.dumps([Op.DELETE.value, cmd.key])
+        return [Op.PUT.value, cmd.key, cmd.value]
+    if isinstance(cmd, Delete):
+        return [Op.DELETE.value, cmd.key]
+    return [
+        Op.TXN.value,
+        [[c.key, c.target.value, c.op.value, c.value, c.number] for c in cmd.compares],
+        [[o.kind.value, o.key, o.value] for o in cmd.success],
+        [[o.kind.value, o.key, o.value] for o in cmd.failure],
+    ]
 
 
-def decode_command(data: bytes) -> Command:
-    """Decode an entry's data; a malformed command raises ``InvalidRequest``.
+def encode_command(cmd: Command, stamp: int = 0) -> bytes:
+    """The entry data for ``cmd``; ``stamp`` (ms) is recorded for session commands."""
+    if isinstance(cmd, RegisterSession):
+        return cbor2.dumps([Op.REGISTER_SESSION.value, stamp])
+    if isinstance(cmd, InSession):
+        return cbor2.dumps([Op.SESSION.value, cmd.session_id, cmd.seq, stamp, _fields(cmd.command)])
+    return cbor2.dumps(_fields(cmd))
+
+
+def decode_command(data: bytes) -> tuple[Command, int]:
+    """Decode an entry's data into the command and its stamp (0 when it has none); a
+    malformed command raises ``InvalidRequest``.
 
     Entries are validated before they are proposed, so a bad one means a foreign or
     newer-format log: the apply task reports it instead of guessing.
@@ -50,19 +104,55 @@ def decode_command(data: bytes) -> Command:
     except Exception as exc:  # cbor2 raises several unrelated types
         raise InvalidRequest(f"undecodable command ({exc})") from None
     match fields:
+        case [Op.REGISTER_SESSION, int(stamp)] if stamp >= 0:
+            return RegisterSession(), stamp
+        case [Op.SESSION, int(sid), int(seq), int(stamp), list(inner)] if min(sid, seq, stamp) >= 0:
+            return InSession(sid, seq, _write(inner)), stamp
+    return _write(fields), 0
+
+
+def _write(fields: Any) -> Write:
+    match fields:
         case [Op.PUT, bytes(key), bytes(value)]:
             return Put(key, value)
         case [Op.DELETE, bytes(key)]:
             return Delete(key)
+        case [Op.TXN, list(compares), list(success), list(failure)]:
+            try:
+                return Txn(
+                    tuple(_compare(c) for c in compares),
+                    tuple(_txn_op(o) for o in success),
+                    tuple(_txn_op(o) for o in failure),
+                )
+            except (TypeError, ValueError):
+                pass
     raise InvalidRequest(f"unknown command {fields!r:.80}")
+
+
+def _compare(fields: Any) -> Compare:
+    match fields:
+        case [bytes(key), int(target), int(op), bytes(value), int(number)] if number >= 0:
+            return Compare(key, CompareTarget(target), CompareOp(op), value, number)
+    raise ValueError("bad compare")
+
+
+def _txn_op(fields: Any) -> TxnOp:
+    match fields:
+        case [int(kind), bytes(key), bytes(value)]:
+            return TxnOp(OpKind(kind), key, value)
+    raise ValueError("bad txn op")
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Size limits checked before a command is proposed (etcd: 1.5 MiB per request)."""
+    """Size limits checked before a command is proposed (etcd: 1.5 MiB per request).
+
+    A request over a limit is refused with ``InvalidRequest`` and changes nothing.
+    """
 
     max_key_bytes: int = 4096
     max_value_bytes: int = 1 << 20
+    max_txn_ops: int = 128
 
     def check(self, key: bytes, value: bytes = b"") -> None:
         if not key:
@@ -75,3 +165,29 @@ class Limits:
             raise InvalidRequest(
                 f"value of {len(value)} bytes exceeds the limit of {self.max_value_bytes} bytes"
             )
+
+    def check_txn(self, txn: Txn) -> None:
+        n = len(txn.compares) + len(txn.success) + len(txn.failure)
+        if n > self.max_txn_ops:
+            raise InvalidRequest(
+                f"transaction of {n} compares and ops exceeds the limit of {self.max_txn_ops}"
+            )
+        total = 0
+        for c in txn.compares:
+            self.check(c.key, c.value)
+        for op in (*txn.success, *txn.failure):
+            self.check(op.key, op.value)
+            total += len(op.value)
+        if total > self.max_value_bytes:
+            raise InvalidRequest(
+                f"transaction values of {total} bytes exceed the limit of "
+                f"{self.max_value_bytes} bytes"
+            )
+
+    def check_range(self, start: bytes, end: bytes | None) -> None:
+        for name, key in (("start", start), ("end", end or b"")):
+            if len(key) > self.max_key_bytes:
+                raise InvalidRequest(
+                    f"range {name} of {len(key)} bytes exceeds the limit of "
+                    f"{self.max_key_bytes} bytes"
+                )

@@ -1,23 +1,36 @@
 """The client port: a ROUTER that decodes client requests and sends replies.
 
-No task per request: each request becomes a proposal or a read handed to the raft loop with
-a reply callback, and whoever finishes it (the apply task, usually) sends the reply from that
-callback. A request the node cannot take (queue full) is answered ``Busy`` at once.
+No task per request: each request becomes a proposal, a read or a watch handed to the node
+with a reply callback, and whoever finishes it (the apply task, usually) sends the reply
+from that callback. A request the node cannot take (queue full) is answered ``Busy`` at
+once. ``dispatch`` is shared with the embedded client, which calls it in-process with a
+reply object of its own (no sockets, no encoding).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import trio
 import zmq
 
-from trioraft.kv.commands import Delete, Limits, Put
+from trioraft.kv.commands import (
+    Command,
+    Delete,
+    InSession,
+    Limits,
+    Put,
+    RegisterSession,
+    Txn,
+    Write,
+)
+from trioraft.node.watch import Offer, StreamReply
 from wire import client_messages as cm
 from wire.codec import decode, encode
-from wire.errors import TrioraftError, WireError
+from wire.errors import InvalidRequest, TrioraftError, WireError
 from wire.zsock import open_router
 
 log = logging.getLogger(__name__)
@@ -27,18 +40,85 @@ Send = Callable[[Any], None]
 
 
 class NodeServices(Protocol):
-    """What the client port needs from the node (the node implements it)."""
+    """What the client port needs from the node (the node implements it). None of these
+    block; each answers through ``reply`` (or raises a ``TrioraftError`` at once)."""
 
     def status_reply(self) -> cm.StatusReply: ...
 
-    def submit_write(self, cmd: Put | Delete, reply: Send) -> None: ...
+    def submit_write(self, cmd: Command, reply: Send) -> None: ...
 
-    def submit_read(self, key: bytes, consistency: cm.Consistency, reply: Send) -> None: ...
+    def submit_get(self, key: bytes, consistency: cm.Consistency, reply: Send) -> None: ...
+
+    def submit_range(
+        self,
+        start: bytes,
+        end: bytes | None,
+        limit: int,
+        consistency: cm.Consistency,
+        reply: Send,
+    ) -> None: ...
+
+    def open_watch(self, req: cm.WatchRequest, out: StreamReply) -> None: ...
+
+    def cancel_watch(self, key: Hashable) -> None: ...
+
+
+class Replier(StreamReply, Protocol):
+    """Answers one request: once (``__call__``), or as a stream (``offer``)."""
+
+    def __call__(self, result: Any) -> None: ...
+
+    def stream_key(self, request_id: int) -> Hashable:
+        """The key of the stream this client opened with request ``request_id``."""
+        ...
+
+
+def dispatch(services: NodeServices, limits: Limits, req: object, reply: Replier) -> None:
+    """Check one request's limits and hand it to the node; raises ``TrioraftError`` (the
+    caller answers it) for requests refused at once."""
+    match req:
+        case cm.PutRequest(key, value, session_id, seq):
+            limits.check(key, value)
+            services.submit_write(_session(Put(key, value), session_id, seq), reply)
+        case cm.DeleteRequest(key, session_id, seq):
+            limits.check(key)
+            services.submit_write(_session(Delete(key), session_id, seq), reply)
+        case cm.TxnRequest(compares, success, failure, session_id, seq):
+            txn = Txn(tuple(compares), tuple(success), tuple(failure))
+            limits.check_txn(txn)
+            services.submit_write(_session(txn, session_id, seq), reply)
+        case cm.GetRequest(key, consistency):
+            limits.check(key)
+            services.submit_get(key, consistency, reply)
+        case cm.RangeRequest(start, end, limit, consistency):
+            limits.check_range(start, end)
+            services.submit_range(start, end, limit, consistency, reply)
+        case cm.SessionRequest():
+            services.submit_write(RegisterSession(), reply)
+        case cm.WatchRequest(key, prefix):
+            if not prefix:
+                limits.check(key)
+            limits.check_range(key, None)
+            services.open_watch(req, reply)
+        case cm.WatchCancelRequest(watch_id):
+            services.cancel_watch(reply.stream_key(watch_id))
+        case cm.StatusRequest():
+            reply(services.status_reply())
+        case _:
+            raise WireError(f"{type(req).__name__} is not a client request")
+
+
+def _session(cmd: Write, session_id: int, seq: int) -> Write | InSession:
+    if not session_id:
+        return cmd
+    if seq < 1:
+        raise InvalidRequest("a write under a session needs a sequence number >= 1")
+    return InSession(session_id, seq, cmd)
 
 
 @dataclass(slots=True)
 class _Replier:
-    """Encodes and sends one reply to one client request (once)."""
+    """Encodes and sends the reply (or the stream) of one client request."""
 
     server: ClientServer
     routing_id: bytes
@@ -48,6 +128,16 @@ class _Replier:
         if isinstance(result, TrioraftError):
             result = error_reply(result)
         self.server.send(self.routing_id, self.request_id, result)
+
+    @property
+    def key(self) -> Hashable:
+        return (self.routing_id, self.request_id)
+
+    def stream_key(self, request_id: int) -> Hashable:
+        return (self.routing_id, request_id)
+
+    def offer(self, msg: Any) -> Offer:
+        return self.server.offer(self.routing_id, self.request_id, msg)
 
 
 def error_reply(exc: TrioraftError) -> cm.ErrorReply:
@@ -74,12 +164,16 @@ class ClientServer:
         self.unsent = 0
 
     def send(self, routing_id: bytes, request_id: int, reply: Any) -> None:
+        if self.offer(routing_id, request_id, reply) != Offer.SENT:
+            self.unsent += 1
+
+    def offer(self, routing_id: bytes, request_id: int, reply: Any) -> Offer:
+        """Send now if the client's queue has room: ``SENT``, ``FULL`` or ``GONE``."""
         frames = [routing_id, *encode(reply, cluster_id=self.cluster_id, request_id=request_id)]
         try:
-            if not self._router.send_multipart_nowait(frames):
-                self.unsent += 1
-        except WireError:  # the client went away
-            self.unsent += 1
+            return Offer.SENT if self._router.send_multipart_nowait(frames) else Offer.FULL
+        except (WireError, trio.ClosedResourceError):  # the client went away
+            return Offer.GONE
 
     async def run(self) -> None:
         try:
@@ -102,22 +196,10 @@ class ClientServer:
             return
         reply = _Replier(self, routing_id, decoded.request_id)
         try:
-            self._dispatch(decoded.msg, reply)
+            dispatch(self._services, self._limits, decoded.msg, reply)
+        except WireError as exc:
+            self.malformed += 1
+            if self.malformed <= 10:
+                log.warning("dropped a client message: %s", exc)
         except TrioraftError as exc:
             reply(exc)
-
-    def _dispatch(self, req: object, reply: _Replier) -> None:
-        match req:
-            case cm.PutRequest(key, value):
-                self._limits.check(key, value)
-                self._services.submit_write(Put(key, value), reply)
-            case cm.DeleteRequest(key):
-                self._limits.check(key)
-                self._services.submit_write(Delete(key), reply)
-            case cm.GetRequest(key, consistency):
-                self._limits.check(key)
-                self._services.submit_read(key, consistency, reply)
-            case cm.StatusRequest():
-                reply(self._services.status_reply())
-            case _:
-                raise WireError(f"{type(req).__name__} is not a client request")

@@ -26,7 +26,10 @@ from __future__ import annotations
 
 import logging
 import random
+import time
+from collections.abc import Hashable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
@@ -35,15 +38,19 @@ import zmq
 from storage import Identity, Store, open_store
 from trioraft.config import NodeConfig
 from trioraft.core import CoreConfig, RawNode, Ready, Role, SoftState
-from trioraft.kv.commands import Delete, Limits, Put, encode_command
+from trioraft.kv.commands import Command, InSession, Limits, RegisterSession, encode_command
 from trioraft.kv.state_machine import KVStateMachine
-from trioraft.node.clients import ClientServer, Send
+from trioraft.node.clients import ClientServer, Replier, Send, dispatch
+from trioraft.node.lease import LeaseTracker
 from trioraft.node.notify import WatchedValue
 from trioraft.node.peers import PeerTransport
-from trioraft.node.waiters import Waiters
+from trioraft.node.reads import KeyRead, RangeRead
+from trioraft.node.storage_guard import StorageGuard
+from trioraft.node.waiters import Read, Waiters
+from trioraft.node.watch import StreamReply, WatchHub
 from wire import client_messages as cm
-from wire.errors import Busy, NotLeader, TrioraftError
-from wire.messages import Entry, Message
+from wire.errors import Busy, NotLeader, StorageError, TrioraftError, Unavailable
+from wire.messages import Entry, HeartbeatResponse, Message
 
 log = logging.getLogger(__name__)
 
@@ -66,27 +73,12 @@ class _Propose:
 
 @dataclass(frozen=True, slots=True)
 class _ReadIndex:
-    read: _KeyRead
+    read: Read
 
 
 @dataclass(frozen=True, slots=True)
 class _Persisted:
     ready: Ready
-
-
-class _KeyRead:
-    """A get waiting for its read index to be applied."""
-
-    __slots__ = ("key", "reply", "sm")
-
-    def __init__(self, sm: KVStateMachine, key: bytes, reply: Send) -> None:
-        self.sm, self.key, self.reply = sm, key, reply
-
-    def serve(self, applied: int) -> None:
-        self.reply(cm.GetReply(self.sm.get(self.key), applied))
-
-    def fail(self, error: TrioraftError) -> None:
-        self.reply(error)
 
 
 class NodeBuilder:
@@ -109,7 +101,14 @@ class NodeBuilder:
         """Open storage and recover; raises ``StorageError`` (dir in use, corrupt, foreign)."""
         cfg = self.config
         store = self._store or open_store(cfg.data_dir, Identity(cfg.cluster_id, cfg.node_id))
-        return Node(cfg, store, random.Random(self._seed))
+        try:
+            return Node(cfg, store, random.Random(self._seed))
+        except BaseException as exc:
+            if self._store is None:
+                store.close()
+            if isinstance(exc, StorageError) and store.path not in str(exc):
+                raise StorageError(f"data dir {store.path}: {exc}") from exc  # from the core
+            raise
 
 
 class Node:
@@ -120,7 +119,12 @@ class Node:
         self.node_id = config.node_id
         self.cluster_id = config.cluster_id
         self._store = store
-        self._sm = KVStateMachine(store)
+        self._sm = KVStateMachine(
+            store,
+            session_ttl_ms=config.session_ttl_ms,
+            max_sessions=config.max_sessions,
+            max_range_bytes=min(4 << 20, config.max_message_bytes // 4),
+        )
         state = store.load_raft_state()
         self._core = RawNode(
             CoreConfig(
@@ -138,7 +142,19 @@ class Node:
             applied=self._sm.applied,
             rng=rng,
         )
-        self._limits = Limits(config.max_key_bytes, config.max_value_bytes)
+        self._storage = StorageGuard(config.node_id, store, lambda: self._sm.applied)
+        self._limits = Limits(config.max_key_bytes, config.max_value_bytes, config.max_txn_ops)
+        self._default_read = cm.Consistency[config.default_consistency.upper()]
+        self._lease = LeaseTracker(config.node_id, config.peers, config.lease_ms / 1000)
+        self._watch = WatchHub(
+            node_id=config.node_id,
+            enabled=config.watch_enabled,
+            history=config.watch_history if config.watch_enabled else 0,
+            buffer=config.watch_buffer,
+            progress_ms=config.watch_progress_ms,
+            max_watchers=config.max_watchers,
+            applied=self._sm.applied,
+        )
         self._waiters = Waiters()
         self._leader = WatchedValue[LeaderInfo | None](None)
         self._inbox_send, self._inbox = trio.open_memory_channel[Any](INBOX_SIZE)
@@ -190,12 +206,18 @@ class Node:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._transport.run)
                 nursery.start_soon(self._clients.run)
+                nursery.start_soon(self._watch.run)
                 nursery.start_soon(self._raft_loop)
                 nursery.start_soon(self._persist_loop)
                 nursery.start_soon(self._apply_loop)
                 task_status.started()
+        except* StorageError as group:  # damaged data found while serving: stop the node
+            error = _first_error(group)
+            log.error("node %d: stopping: %s", self.node_id, error)
+            raise error from None
         finally:
             self._waiters.fail_all()
+            self._watch.cancel_all(Unavailable.code, f"node {self.node_id} is shutting down")
             self._leader.close()
             self._store.close()
             ctx.destroy(linger=0)
@@ -229,17 +251,58 @@ class Node:
         )
 
     # --- requests from the client port (never block) ---
-    def submit_write(self, cmd: Put | Delete, reply: Send) -> None:
+    def submit_write(self, cmd: Command, reply: Send) -> None:
+        """Propose a write; the leader stamps session commands with its clock (log time)."""
         self._check_leader()
-        self._enqueue(_Propose(encode_command(cmd), reply))
+        stamp = int(time.time() * 1000) if isinstance(cmd, RegisterSession | InSession) else 0
+        self._enqueue(_Propose(encode_command(cmd, stamp), reply))
 
-    def submit_read(self, key: bytes, consistency: cm.Consistency, reply: Send) -> None:
-        read = _KeyRead(self._sm, key, reply)
+    def submit_get(self, key: bytes, consistency: cm.Consistency, reply: Send) -> None:
+        self._submit_read(KeyRead(self._sm, key, reply), consistency)
+
+    def submit_range(
+        self,
+        start: bytes,
+        end: bytes | None,
+        limit: int,
+        consistency: cm.Consistency,
+        reply: Send,
+    ) -> None:
+        cap = self.config.max_scan_keys
+        limit = min(limit, cap) if limit else cap
+        self._submit_read(RangeRead(self._sm, start, end, limit, reply), consistency)
+
+    def _submit_read(self, read: Read, consistency: cm.Consistency) -> None:
+        """EVENTUAL: local state now. LEASE: the leader alone while its lease holds (both the
+        core's tick-based lease and the wall-clock one of ``LeaseTracker``), at its commit
+        index; otherwise, and for LINEARIZABLE, a ReadIndex round through the raft loop."""
+        if consistency == cm.Consistency.DEFAULT:
+            consistency = self._default_read
         if consistency == cm.Consistency.EVENTUAL:
             read.serve(self._sm.applied)
             return
         self._check_leader()
+        if (
+            consistency == cm.Consistency.LEASE
+            and self.config.lease_ms
+            and self._core.lease_valid()
+            and trio.current_time() < self._lease.valid_until()
+        ):
+            self._waiters.add_read(self._core.status.commit, read, self._sm.applied)
+            return
         self._enqueue(_ReadIndex(read))
+
+    def handle_request(self, req: object, reply: Replier) -> None:
+        """Serve one client request in-process, as the client port would (the embedded
+        client's path: no sockets, no encoding). Never blocks; answers through ``reply``
+        or raises a ``TrioraftError``."""
+        dispatch(self, self._limits, req, reply)
+
+    def open_watch(self, req: cm.WatchRequest, out: StreamReply) -> None:
+        self._watch.open(req, out)
+
+    def cancel_watch(self, key: Hashable) -> None:
+        self._watch.cancel(key)
 
     def _check_leader(self) -> None:
         st = self._core.status
@@ -253,6 +316,8 @@ class Node:
             raise Busy(f"node {self.node_id} is overloaded; retry later") from None
 
     def _deliver(self, msg: Message) -> None:
+        if self._storage.failing:
+            return  # a node that cannot persist takes no part (see StorageGuard)
         try:
             self._inbox_send.send_nowait(msg)
         except trio.WouldBlock:
@@ -275,7 +340,9 @@ class Node:
                         break
                     await self._handle(event)
             now = trio.current_time()
-            if now >= next_tick:
+            if self._storage.failing:
+                self._step_down_for_storage()
+            elif now >= next_tick:
                 self._core.tick()
                 # after a stall, tick once and resume the cadence rather than burst
                 next_tick = max(next_tick + period, now + period / 2)
@@ -300,6 +367,8 @@ class Node:
         elif isinstance(event, _Persisted):
             self._finish_ready(event.ready)
         else:
+            if type(event) is HeartbeatResponse:
+                self._lease.on_response(event)
             self._core.step(event)
 
     async def _take_ready(self) -> None:
@@ -307,6 +376,7 @@ class Node:
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state)
         assert self._transport is not None
+        self._lease.on_sent(rd.messages, trio.current_time())
         self._transport.send(rd.messages)
         for rs in rd.read_states:
             self._waiters.read_confirmed(rs.context, rs.index, self._sm.applied)
@@ -319,6 +389,14 @@ class Node:
         self._persisting = True
         self._persist_send.send_nowait(rd)  # capacity 1; only one Ready is ever in flight
 
+    def _step_down_for_storage(self) -> None:
+        """Storage fails: lead no more (nothing can be acknowledged), and tick no more so as
+        not to campaign, until writes succeed again (``StorageGuard``)."""
+        if self._core.status.role != Role.FOLLOWER:
+            self._core.step_down()
+            self._leader.set(None)
+            self._waiters.fail_unconfirmed_reads(0)
+
     def _finish_ready(self, rd: Ready) -> None:
         self._core.advance(rd)
         self._persisting = False
@@ -326,6 +404,7 @@ class Node:
     def _on_soft_state(self, ss: SoftState) -> None:
         term = self._core.status.term
         self._leader.set(LeaderInfo(ss.leader_id, term) if ss.leader_id else None)
+        self._watch.set_leader_known(bool(ss.leader_id))
         if ss.role != Role.LEADER:
             self._waiters.fail_unconfirmed_reads(ss.leader_id)
         log.info(
@@ -350,20 +429,33 @@ class Node:
         async for rd in self._persist_recv:
             hs = rd.hard_state
             if rd.entries or hs is not None:
-                self._store.append(rd.entries, hs)
-                if rd.entries or (hs is not None and (hs.term, hs.vote) != synced):
-                    await trio.to_thread.run_sync(self._store.sync)
-                    if hs is not None:
-                        synced = (hs.term, hs.vote)
+                must_sync = bool(rd.entries) or (hs is not None and (hs.term, hs.vote) != synced)
+                # retried until it succeeds: the messages below wait for it (StorageGuard)
+                await self._storage.write("persist", partial(self._write_ready, rd, must_sync))
+                if must_sync and hs is not None:
+                    synced = (hs.term, hs.vote)
             self._transport.send(rd.persisted_messages)
             await self._inbox_send.send(_Persisted(rd))
+
+    async def _write_ready(self, rd: Ready, must_sync: bool) -> None:
+        """One attempt; after a failed sync the retry writes the Ready again, then syncs."""
+        self._store.append(rd.entries, rd.hard_state)
+        if must_sync:
+            await trio.to_thread.run_sync(self._store.sync)
 
     # --- apply: the only task that writes the state machine ---
     async def _apply_loop(self) -> None:
         async for entries in self._apply_recv:
-            results = self._sm.apply(entries)
+            out = await self._storage.write("apply", partial(self._apply_batch, entries))
             for entry in entries:
-                result = results.get(entry.index)
-                reply = result and cm.WriteReply(result.revision, result.existed)
-                self._waiters.resolve_applied(entry.index, entry.term, reply)
+                self._waiters.resolve_applied(entry.index, entry.term, out.results.get(entry.index))
+            self._watch.publish(out.events, self._sm.applied)
             self._waiters.serve_reads(self._sm.applied)
+
+    async def _apply_batch(self, entries: tuple[Entry, ...]) -> Any:
+        return self._sm.apply(entries)  # one attempt, for StorageGuard.write
+
+
+def _first_error(group: BaseExceptionGroup[StorageError]) -> StorageError:
+    error = group.exceptions[0]
+    return error if isinstance(error, StorageError) else _first_error(error)

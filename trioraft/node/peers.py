@@ -56,10 +56,19 @@ class PeerTransport:
         ] = {pid: trio.open_memory_channel[Message](PEER_QUEUE) for pid in self._peers}
         self.dropped: Counter[str] = Counter()  # why messages were dropped, for status/metrics
         self._warned: set[tuple[int, str]] = set()
+        self._drop: Callable[[Message], bool] | None = None
+
+    def set_drop_filter(self, drop: Callable[[Message], bool] | None) -> None:
+        """TEST-ONLY fault hook: drop every message, sent or received, for which ``drop``
+        returns True (None removes the filter). ``lambda m: True`` cuts this node off from
+        its peers, in both directions; its client port keeps serving."""
+        self._drop = drop
 
     def send(self, messages: Sequence[Message]) -> None:
         """Queue messages for their peers; never blocks (drops when a queue is full)."""
         for msg in messages:
+            if self._drop is not None and self._drop(msg):
+                continue
             if isinstance(msg, RESPONSE_TYPES):
                 self._send_response(msg)
                 continue
@@ -95,7 +104,8 @@ class PeerTransport:
             for frames in await self._router.recv_batch(RECV_BATCH):
                 msg = self._decode(frames[1:], claimed=frames[0])
                 if msg is not None and not isinstance(msg, RESPONSE_TYPES):
-                    self._deliver(msg)
+                    if self._drop is None or not self._drop(msg):
+                        self._deliver(msg)
 
     async def _peer_task(self, peer_id: int, addr: str) -> None:
         dealer = open_dealer(
@@ -123,7 +133,8 @@ class PeerTransport:
             for frames in await dealer.recv_batch(RECV_BATCH):
                 msg = self._decode(frames, claimed=None, expect_src=peer_id)
                 if msg is not None and isinstance(msg, RESPONSE_TYPES):
-                    self._deliver(msg)
+                    if self._drop is None or not self._drop(msg):
+                        self._deliver(msg)
 
     def _decode(
         self, frames: Sequence[bytes], *, claimed: bytes | None, expect_src: int | None = None

@@ -66,8 +66,11 @@ class Waiters:
 
     def read_confirmed(self, ctx: int, index: int, applied: int) -> None:
         read = self._read_ctx.pop(ctx, None)
-        if read is None:
-            return
+        if read is not None:
+            self.add_read(index, read, applied)
+
+    def add_read(self, index: int, read: Read, applied: int) -> None:
+        """Serve ``read`` once the state machine has applied ``index`` (now if it has)."""
         if applied >= index:
             read.serve(applied)
         else:

@@ -1,0 +1,279 @@
+"""Watches: key and prefix event streams fed by the apply task, served by any node.
+
+The apply task hands every applied batch's events to ``WatchHub.publish`` in log order;
+the hub appends them to a bounded history ring (the last ``watch_history`` events, in
+memory: a restarted node's history starts at its applied index) and sends each watcher the
+events that match it, all events of one revision in one message. A watch may start at a
+past revision still in the ring (replayed first), else it is cancelled with ``Compacted``
+naming the oldest revision available.
+
+No task per watcher: a message the client connection cannot take now (its ZeroMQ queue is
+full) waits in the watcher's buffer; the hub's task retries buffered sends and sends
+progress messages (``WatchProgress(applied)``) to watchers idle for ``progress_ms``. A
+watcher with more than ``watch_buffer`` events buffered has fallen behind: it is cancelled
+with ``Busy`` and a message saying so, never silently skipped (the client library resumes
+from the last revision it delivered).
+
+A node cancels its watches (``Unavailable``, retryable) when it loses track of the leader
+(an election, a partition): a watch served by a cut-off node would otherwise stall without
+anyone noticing. The client resumes elsewhere without a gap.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable, Sequence
+from enum import IntEnum
+from typing import Any, Protocol
+
+import trio
+
+from wire import client_messages as cm
+from wire.errors import Busy, Compacted, Unavailable
+
+MESSAGE_BYTES = 1 << 20  # events per message, roughly (whole revisions are never split)
+RETRY_SECONDS = 0.005  # buffered sends are retried this often while any wait
+
+
+class Offer(IntEnum):
+    SENT = 0
+    FULL = 1  # the connection cannot take it now; nothing was sent
+    GONE = 2  # the client is gone; nothing will ever be sent
+
+
+class StreamReply(Protocol):
+    """Sends the messages of one stream (the client port implements it)."""
+
+    @property
+    def key(self) -> Hashable: ...
+
+    def offer(self, msg: Any) -> Offer: ...
+
+
+class _Watcher:
+    __slots__ = (
+        "closing",
+        "key",
+        "last_sent",
+        "out",
+        "pending",
+        "pending_events",
+        "prefix",
+        "prev_kv",
+        "start",
+    )
+
+    def __init__(self, req: cm.WatchRequest, out: StreamReply, start: int, now: float) -> None:
+        self.key, self.prefix, self.prev_kv = req.key, req.prefix, req.prev_kv
+        self.out = out
+        self.start = start  # events below this revision are not for this watcher
+        self.pending: deque[tuple[Any, int]] = deque()  # (message, events in it)
+        self.pending_events = 0
+        self.last_sent = now
+        self.closing = False  # cancelled; only its last message may still be pending
+
+    def matches(self, key: bytes) -> bool:
+        return key.startswith(self.key) if self.prefix else key == self.key
+
+
+class WatchHub:
+    def __init__(
+        self,
+        *,
+        node_id: int,
+        enabled: bool,
+        history: int,
+        buffer: int,
+        progress_ms: int,
+        max_watchers: int,
+        applied: int,
+    ) -> None:
+        self.node_id = node_id
+        self.enabled = enabled
+        self.buffer = buffer
+        self.progress_ms = progress_ms
+        self.max_watchers = max_watchers
+        self.applied = applied
+        self.oldest = applied + 1  # oldest revision whose events are all in the ring
+        self._history = history
+        self._ring: deque[cm.Event] = deque()
+        self._streams: dict[Hashable, _Watcher] = {}
+        self._exact: dict[bytes, set[_Watcher]] = {}
+        self._prefixed: set[_Watcher] = set()
+        self._flush: set[_Watcher] = set()
+        self._wake = trio.Event()
+        self.leader_known = False
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    # --- requests from the client port ---
+    def open(self, req: cm.WatchRequest, out: StreamReply) -> None:
+        """Start a watch: ``WatchCreated``, replayed history, then live events."""
+
+        def refuse(code: int, message: str, retry: bool, compact: int = 0) -> None:
+            out.offer(cm.WatchCanceled(code, message, compact, retry))
+
+        if not self.enabled:
+            return refuse(Unavailable.code, "watch is disabled on this node", False)
+        if not self.leader_known:
+            return refuse(Unavailable.code, f"node {self.node_id} knows no leader", True)
+        if len(self._streams) >= self.max_watchers:
+            return refuse(Busy.code, f"node {self.node_id} has {len(self)} watches", True)
+        start = req.start_revision or self.applied + 1
+        if start < self.oldest:
+            message = (
+                f"revision {start} is compacted on node {self.node_id}; "
+                f"the oldest available is {self.oldest}"
+            )
+            return refuse(Compacted.code, message, False, self.oldest)
+        self.cancel(out.key)
+        w = _Watcher(req, out, start, trio.current_time())
+        if out.offer(cm.WatchCreated(self.applied, self.progress_ms)) != Offer.SENT:
+            return
+        self._streams[out.key] = w
+        if w.prefix:
+            self._prefixed.add(w)
+        else:
+            self._exact.setdefault(w.key, set()).add(w)
+        if start <= self.applied:
+            self._deliver(w, [e for e in self._ring if e.revision >= start and w.matches(e.kv.key)])
+
+    def cancel(self, key: Hashable) -> None:
+        """The client cancelled the watch (no message is sent)."""
+        w = self._streams.get(key)
+        if w is not None:
+            self._remove(w)
+            self._flush.discard(w)
+
+    # --- from the apply task ---
+    def publish(self, events: Sequence[cm.Event], applied: int) -> None:
+        """Events of one applied batch, in order; ``applied`` is the new applied index."""
+        self.applied = applied
+        if events and self._history:
+            ring = self._ring
+            ring.extend(events)
+            while len(ring) > self._history:
+                self.oldest = max(self.oldest, ring.popleft().revision + 1)
+        elif events:
+            self.oldest = applied + 1
+        if not self._streams or not events:
+            return
+        matched: dict[_Watcher, list[cm.Event]] = {}
+        for e in events:
+            key = e.kv.key
+            for w in self._exact.get(key, ()):
+                matched.setdefault(w, []).append(e)
+            for w in self._prefixed:
+                if key.startswith(w.key):
+                    matched.setdefault(w, []).append(e)
+        for w, evs in matched.items():
+            self._deliver(w, [e for e in evs if e.revision >= w.start])
+
+    def set_leader_known(self, known: bool) -> None:
+        self.leader_known = known
+        if not known:
+            message = f"node {self.node_id} lost track of the leader; resume on another node"
+            self.cancel_all(Unavailable.code, message)
+
+    def cancel_all(self, code: int, message: str) -> None:
+        for w in list(self._streams.values()):
+            self._cancel(w, code, message, retry=True)
+
+    # --- the hub's task: buffered sends and progress ---
+    async def run(self) -> None:
+        period = self.progress_ms / 1000
+        next_progress = trio.current_time() + period / 4
+        while True:
+            deadline = next_progress
+            if self._flush:
+                deadline = min(deadline, trio.current_time() + RETRY_SECONDS)
+            with trio.move_on_at(deadline):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            for w in list(self._flush):
+                self._drain(w)
+            now = trio.current_time()
+            if now >= next_progress:
+                next_progress = now + period / 4
+                for w in list(self._streams.values()):
+                    if not w.pending and now - w.last_sent >= period:
+                        self._send(w, cm.WatchProgress(self.applied), 0)
+
+    # --- internals ---
+    def _deliver(self, w: _Watcher, events: list[cm.Event]) -> None:
+        if not w.prev_kv:
+            events = [e if e.prev_kv is None else cm.Event(e.type, e.kv) for e in events]
+        batch: list[cm.Event] = []
+        size = 0
+        for i, e in enumerate(events):
+            batch.append(e)
+            size += len(e.kv.key) + len(e.kv.value) + 48
+            if e.prev_kv is not None:
+                size += len(e.prev_kv.value)
+            last_of_revision = i + 1 == len(events) or events[i + 1].revision != e.revision
+            if last_of_revision and (size >= MESSAGE_BYTES or i + 1 == len(events)):
+                self._send(w, cm.WatchEvents(batch), len(batch))
+                batch, size = [], 0
+                if w.closing:
+                    return
+
+    def _send(self, w: _Watcher, msg: Any, n: int) -> None:
+        if not w.pending:
+            result = w.out.offer(msg)
+            if result == Offer.SENT:
+                w.last_sent = trio.current_time()
+                return
+            if result == Offer.GONE:
+                self._remove(w)
+                return
+        w.pending.append((msg, n))
+        w.pending_events += n
+        self._flush.add(w)
+        self._wake.set()
+        if w.pending_events > self.buffer:
+            first = next(m for m, k in w.pending if k).events[0].revision
+            self._cancel(
+                w,
+                Busy.code,
+                f"watcher fell behind: more than {self.buffer} events waiting to be sent "
+                f"(watch_buffer); resume from revision {first}",
+                retry=True,
+            )
+
+    def _cancel(self, w: _Watcher, code: int, message: str, *, retry: bool) -> None:
+        self._remove(w)
+        w.closing = True
+        w.pending.clear()
+        w.pending_events = 0
+        w.pending.append((cm.WatchCanceled(code, message, 0, retry), 0))
+        self._drain(w)
+
+    def _drain(self, w: _Watcher) -> None:
+        while w.pending:
+            msg, n = w.pending[0]
+            result = w.out.offer(msg)
+            if result == Offer.FULL:
+                self._flush.add(w)
+                return
+            if result == Offer.GONE:
+                self._remove(w)
+                break
+            w.pending.popleft()
+            w.pending_events -= n
+            w.last_sent = trio.current_time()
+        self._flush.discard(w)
+
+    def _remove(self, w: _Watcher) -> None:
+        w.pending.clear()
+        w.pending_events = 0
+        if self._streams.get(w.out.key) is w:
+            del self._streams[w.out.key]
+        if w.prefix:
+            self._prefixed.discard(w)
+        else:
+            exact = self._exact.get(w.key)
+            if exact is not None:
+                exact.discard(w)
+                if not exact:
+                    del self._exact[w.key]
