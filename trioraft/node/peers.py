@@ -88,6 +88,8 @@ class PeerTransport:
                 self.dropped["peer not reading"] += 1
         except WireError:
             self.dropped["peer not connected"] += 1
+        except trio.ClosedResourceError:  # shutting down: the router closed before us
+            self.dropped["transport closed"] += 1
 
     async def run(self) -> None:
         """Serve until cancelled; closes every socket on the way out."""
