@@ -86,7 +86,7 @@ class Network:
     def config(self, node_id: int) -> CoreConfig:
         return CoreConfig(node_id=node_id, voters=self.ids, **self.overrides)
 
-    def start(self, node_id: int) -> None:
+    def start(self, node_id: int, *, fresh_start: bool = True) -> None:
         st = self.storage[node_id]
         self.nodes[node_id] = RawNode(
             self.config(node_id),
@@ -94,13 +94,14 @@ class Network:
             entries=st.entries,
             applied=st.applied,
             rng=random.Random(self.seed * 1_000 + node_id),
+            fresh_start=fresh_start,
         )
 
     def restart(self, node_id: int) -> None:
         """Crash and restart: only what reached MemStorage survives; queued mail is lost."""
         self.queue = [m for m in self.queue if node_id not in (m.src, m.dst)]
         self.pending.pop(node_id, None)
-        self.start(node_id)
+        self.start(node_id, fresh_start=False)
 
     # --- the shell ----------------------------------------------------------------------
 
@@ -260,13 +261,14 @@ def make_node(
     seed: int = 0,
     **overrides: Any,
 ) -> RawNode:
-    """A lone RawNode, for tests that craft its input messages by hand."""
+    """A lone RawNode (a fresh start), for tests that craft its input messages by hand."""
     return RawNode(
         CoreConfig(node_id=node_id, voters=voters, **overrides),
         hard_state=hard_state or HardState(),
         entries=list(entries),
         applied=applied,
         rng=random.Random(seed),
+        fresh_start=True,
     )
 
 

@@ -182,3 +182,55 @@ def test_lease_ends_for_good_once_timeout_now_was_sent() -> None:
     assert net.leaders() == [1]
     assert net.nodes[1].propose(b"x")[0] > 0
     assert not net.nodes[1].lease_valid()
+
+
+def test_restarted_voter_keeps_the_leader_lease() -> None:
+    """Thesis §6.4.1 (regression, found by the simulator's lease-read checker; also
+    tikv/tikv#15035): a follower acknowledges the leader's heartbeat, crashes and restarts
+    at once, forgetting that it heard from a leader. It must still refuse votes for an
+    election timeout, or a node cut off from the leader wins with its vote while the old
+    leader's lease holds, and a lease read there misses writes of the new term."""
+    net = Network.create(3, election_ticks=10)
+    net.elect(1)
+    net.tick_all(1)
+    assert net.nodes[1].lease_valid()
+    net.cuts |= {(1, 3), (3, 1)}  # 3 cannot reach the leader; 2 reaches both
+    net.restart(2)
+    net.tick(3, 10)  # 3's own promise to the leader runs out (it may campaign by itself)
+    net.nodes[3].campaign()
+    net.stabilize()
+    assert net.role(3) is not Role.LEADER  # 2 ignored the (pre-)vote: it may be in lease
+    assert net.nodes[1].lease_valid()
+    assert not net.sent(RequestVoteResponse, src=2, dst=3)
+    net.tick(2, 10)  # an election timeout after the restart: 2 answers votes again
+    net.nodes[3].campaign()
+    net.stabilize()
+    assert net.sent(RequestVoteResponse, src=2, dst=3)
+
+
+def test_a_fresh_node_votes_at_once() -> None:
+    """A node that never ran before cannot have acknowledged a leader: no restart delay."""
+    net = Network.create(3)
+    net.nodes[1].campaign()
+    net.stabilize()
+    assert net.role(1) is Role.LEADER
+
+
+def test_campaign_is_refused_inside_a_lease_promise() -> None:
+    """Thesis §6.4.1 (regression, found by the simulator's lease-safety checker): a
+    follower that acknowledged the leader within an election timeout must not run for
+    election when asked to, even after stepping into a new role: its own vote (and the
+    votes it would then grant) would break the leader's lease. (A transfer's TimeoutNow
+    still overrides it: see leadership_transfer.txt.)"""
+    net = Network.create(3, pre_vote=False, election_ticks=10)
+    net.elect(1)
+    net.tick_all(1)
+    net.cut(1, 2)
+    net.nodes[2].campaign()
+    assert net.role(2) is Role.FOLLOWER and not net.nodes[2].has_ready()
+    net.tick(2, 9)
+    net.nodes[2].campaign()
+    assert net.role(2) is Role.FOLLOWER
+    net.tick(2)  # an election timeout since it last heard from the leader
+    net.nodes[2].campaign()
+    assert net.role(2) is Role.CANDIDATE

@@ -24,6 +24,7 @@ ALLOWED_STDLIB = frozenset(
         "enum",
         "functools",
         "itertools",
+        "json",  # configuration entries (trioraft.core.confstate): pure, no I/O
         "typing",
     }
 )

@@ -82,7 +82,7 @@ def test_propose_on_a_follower_raises_not_leader_with_the_leader_hint() -> None:
     "msg",
     [
         Heartbeat(src=2, dst=9, term=7, commit=0),  # not for us
-        Heartbeat(src=9, dst=1, term=7, commit=0),  # from a non-member
+        # (a message from a non-member is processed: thesis §4.1, tests/core/test_joint.py)
         Heartbeat(src=1, dst=1, term=7, commit=0),  # from ourselves
         AppendEntries(src=2, dst=1, term=0, prev_index=5, prev_term=5, entries=(), commit=9),
         AppendEntriesResponse(src=2, dst=1, term=3, success=True, index=99),

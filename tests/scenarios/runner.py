@@ -36,7 +36,8 @@ Commands (ids are node ids; ``<ids>`` is a list like ``1 2 3``, default: every n
   copy of them); ``release-msgs`` queues them again behind newer ones (delay, reordering,
   duplicates).
 - ``restart <id>``: crash and restart from what was persisted.
-- ``status [<ids>]``, ``raft-log [<ids>]``: print node state and stored logs.
+- ``status [<ids>]``, ``raft-log [<ids>]``, ``lease [<ids>]``: print node state (with the
+  leader's view of each follower), stored logs, and whether a leader's lease holds.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from sim import describe
+
 from trioraft.core import CoreConfig, RawNode, Ready, Role
 from trioraft.core.progress import ProgressState
 from wire.errors import TrioraftError
@@ -159,6 +161,7 @@ class Env:
             "restart": self.restart,
             "status": self.status,
             "raft-log": self.raft_log,
+            "lease": self.lease,
         }
 
     # --- plumbing ------------------------------------------------------------------------
@@ -231,10 +234,10 @@ class Env:
             self.configs[i] = CoreConfig(node_id=i, voters=voters, **options)
             self.seeds[i] = int(kw.get("seed", 0)) * 1000 + i
             self.storage[i] = Storage(hs, list(entries), 0)
-            self.start(i)
+            self.start(i, fresh=True)
             self.seen[i] = (Role.FOLLOWER, hs.term)  # a fresh node is a follower: not news
 
-    def start(self, i: int) -> None:
+    def start(self, i: int, *, fresh: bool = False) -> None:
         st = self.storage[i]
         self.nodes[i] = RawNode(
             self.configs[i],
@@ -242,6 +245,7 @@ class Env:
             entries=st.entries,
             applied=st.applied,
             rng=random.Random(self.seeds[i]),
+            fresh_start=fresh,
         )
 
     def restart(self, args: list[str], kw: dict[str, str]) -> None:
@@ -415,6 +419,11 @@ class Env:
                     line += " paused"
                 self.emit(line)
 
+    def lease(self, args: list[str], kw: dict[str, str]) -> None:
+        for i in self.targets(args):
+            valid = self.nodes[i].lease_valid()
+            self.emit(f"{i}: {'lease valid' if valid else 'no lease'}")
+
     def raft_log(self, args: list[str], kw: dict[str, str]) -> None:
         for i in self.targets(args):
             st = self.storage[i]
@@ -437,9 +446,7 @@ def run_file(path: Path, *, rewrite: bool | None = None) -> None:
         outputs.append(actual)
         if not rewrite and actual != block.expected:
             diff = "\n".join(
-                difflib.unified_diff(
-                    block.expected, actual, "expected", "actual", lineterm=""
-                )
+                difflib.unified_diff(block.expected, actual, "expected", "actual", lineterm="")
             )
             raise AssertionError(
                 f"{path.name}:{block.line}: output of {block.command!r} differs "

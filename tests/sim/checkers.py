@@ -14,10 +14,14 @@ checked incrementally after every simulation step.
 - Durability: a granted vote or an append acknowledgement leaves only once it is durable.
 - Client safety: an acknowledged proposal is the entry committed at its index, and no value
   is applied at two indexes (applied once).
+- Linearizable reads: a ReadIndex or lease read issued after a write was acknowledged reads
+  at an index that includes that write.
+- Lease safety (thesis §6.4.1): while a leader's lease is valid, no node leads a later term.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sim.cluster import SimNode
@@ -74,13 +78,20 @@ class Checker:
         self.applied: dict[int, Entry] = {}
         self.value_index: dict[bytes, int] = {}  # NORMAL data -> index it was applied at
         self.acked: dict[bytes, int] = {}  # acknowledged value -> index
+        self.max_acked = 0  # highest index acknowledged to a client so far
+        self.reads: dict[int, int] = {}  # read context -> max_acked when it was issued
+        self.leading: dict[int, int] = {}  # node -> term, for nodes that lead right now
 
     # --- after every step ----------------------------------------------------------------
 
-    def check(self) -> None:
-        for i, sn in self.nodes.items():
+    def check(self, touched: Iterable[int] | None = None) -> None:
+        """Check the nodes a step ``touched`` (default: all); the others did not change."""
+        leading = self.leading
+        for i in self.nodes if touched is None else touched:
+            sn = self.nodes[i]
             w = self.watch[i]
             self._check_disk(i, sn, w)
+            leading.pop(i, None)
             if sn.node is None:
                 w.leader_term = 0
                 continue
@@ -99,8 +110,22 @@ class Checker:
             self._record_commits(i, raft.log, raft.term, w)
             if raft.role is Role.LEADER:
                 self._check_leader(i, raft.term, raft.log, w)
+                leading[i] = raft.term
             else:
                 w.leader_term = 0
+        if len(leading) > 1:
+            self._check_leases(list(leading))
+
+    def _check_leases(self, leaders: list[int]) -> None:
+        newest = max(leaders, key=lambda i: self.nodes[i].raft.term)
+        for i in leaders:
+            node = self.nodes[i].node
+            if i != newest and node is not None and node.lease_valid():
+                self.fail(
+                    "lease safety",
+                    f"node {i} holds a valid lease in term {node.status.term} while node "
+                    f"{newest} leads term {self.nodes[newest].raft.term}",
+                )
 
     def _check_disk(self, i: int, sn: SimNode, w: NodeWatch) -> None:
         hs = sn.disk.hard_state
@@ -172,7 +197,8 @@ class Checker:
             w.leader_commit = log.committed
         # Leader append-only: nothing it held in this term was replaced or removed.
         if w.leader_last:
-            if log.last_index < w.leader_last or log.entry(w.leader_last) is not w.leader_last_entry:
+            last = w.leader_last
+            if log.last_index < last or log.entry(last) is not w.leader_last_entry:
                 self.fail(
                     "leader append-only",
                     f"leader {i} of term {term} lost or replaced entry {w.leader_last_entry}",
@@ -215,6 +241,17 @@ class Checker:
             self.fail("acknowledged write", f"{value!r} acked at {index}, but {e} applied there")
         if self.acked.setdefault(value, index) != index:
             self.fail("acknowledged write", f"{value!r} acknowledged twice")
+        self.max_acked = max(self.max_acked, index)
+
+    def on_read(self, i: int, kind: str, context: int, index: int) -> None:
+        """A read of ``kind`` issued as ``context`` is served by node ``i`` at ``index``."""
+        floor = self.reads.pop(context, 0)
+        if index < floor:
+            self.fail(
+                "linearizable read",
+                f"node {i} serves {kind} read {context} at index {index}, but index {floor} "
+                f"was acknowledged before the read was issued",
+            )
 
     def on_durable_send(self, sn: SimNode, m: Message) -> None:
         """A persisted message leaves: what it promises must be on disk (Figure 2)."""

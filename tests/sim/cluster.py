@@ -18,10 +18,11 @@ import random
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from sim import describe
 from trioraft.core import CoreConfig, RawNode, Ready, Role
 from trioraft.core.raft import Raft
 from wire.errors import NotLeader, ProposalDropped
-from wire.messages import Entry, EntryKind, HardState, Message
+from wire.messages import Entry, HardState, Message
 
 
 class Host(Protocol):
@@ -34,6 +35,7 @@ class Host(Protocol):
     def schedule_persist(self, node: SimNode, delay: int) -> None: ...
     def on_apply(self, node: SimNode, entry: Entry) -> None: ...
     def on_durable_send(self, node: SimNode, msg: Message) -> None: ...
+    def on_read_state(self, node: SimNode, context: int, index: int) -> None: ...
     def trace(self, text: str, *args: object) -> None: ...
 
 
@@ -48,7 +50,7 @@ class Disk:
         if rd.entries:
             first = rd.entries[0].index
             if first > len(self.entries) + 1:
-                raise AssertionError(f"persist would leave a gap: {first} after {len(self.entries)}")
+                raise AssertionError(f"persist leaves a gap: {first} after {len(self.entries)}")
             del self.entries[first - 1 :]
             self.entries.extend(rd.entries)
         if rd.hard_state is not None:
@@ -94,6 +96,7 @@ class SimNode:
             entries=list(d.entries),
             applied=len(d.sm),
             rng=random.Random(self.seed * 7919 + self.incarnation),
+            fresh_start=self.incarnation == 1,
         )
         self.outstanding = None
         self.pending = {}
@@ -144,8 +147,9 @@ class SimNode:
         assert rd is not None and node is not None
         self.disk.write(rd)
         if rd.hard_state is not None or rd.entries:
-            last = rd.entries[-1].index if rd.entries else None
-            host.trace("%d persisted hs=%s last=%s", self.id, rd.hard_state, last)
+            hs = describe.hard_state(rd.hard_state) if rd.hard_state else "hard state unchanged"
+            ents = f"entries {rd.entries[0].index}..{rd.entries[-1].index}" if rd.entries else ""
+            host.trace("%d persisted %s", self.id, ", ".join(x for x in (hs, ents) if x))
         for m in rd.persisted_messages:
             host.on_durable_send(self, m)
             host.send(m)
@@ -157,6 +161,8 @@ class SimNode:
             host.on_apply(self, e)
         if rd.committed_entries and host.rng.random() < 0.3:
             d.synced_sm = len(d.sm)
+        for rs in rd.read_states:
+            host.on_read_state(self, rs.context, rs.index)
         self.outstanding = None
         node.advance(rd)
         self.pump(host)
@@ -176,17 +182,32 @@ class SimNode:
         self.pump(host)
         return "ok", index
 
+    def read_index(self, host: Host, context: int) -> str:
+        """Ask for a ReadIndex read: "ok" (a ReadState follows), "not_leader" or "down"."""
+        node = self.node
+        if node is None:
+            return "down"
+        try:
+            node.read_index(context)
+        except NotLeader:
+            return "not_leader"
+        self.pump(host)
+        return "ok"
+
+    def lease_read_index(self) -> int | None:
+        """The read index of a lease read (thesis §6.4.1): the commit index, if the lease holds."""
+        node = self.node
+        if node is None or not node.lease_valid():
+            return None
+        return node.status.commit
+
     def is_leader(self) -> bool:
         return self.node is not None and self.node._raft.role is Role.LEADER
 
 
-def normal(e: Entry) -> bool:
-    return e.kind is EntryKind.NORMAL
-
-
 @dataclass
 class Client:
-    """Proposes unique values, one at a time, to whichever node it believes leads."""
+    """Proposes unique values, one at a time, and reads, at the node it believes leads."""
 
     id: int
     leader: int
@@ -195,7 +216,3 @@ class Client:
     waiting_since: int = 0
     acked: int = 0
     gave_up: int = 0
-
-    def next_value(self) -> bytes:
-        self.seq += 1
-        return b"c%d-%d" % (self.id, self.seq)

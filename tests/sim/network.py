@@ -28,8 +28,7 @@ class LinkQuality:
 
     def describe(self) -> str:
         return (
-            f"drop={self.drop:.2f} dup={self.duplicate:.2f} delay={self.delay} "
-            f"slow={self.slow:.2f}"
+            f"drop={self.drop:.2f} dup={self.duplicate:.2f} delay={self.delay} slow={self.slow:.2f}"
         )
 
 

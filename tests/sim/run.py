@@ -23,9 +23,9 @@ if __package__ in (None, ""):  # run as a script: the repo root, then tests/ (fo
     sys.path[0] = str(_ROOT)  # instead of tests/sim, whose sim.py would shadow the package
     sys.path.append(str(_ROOT / "tests"))
 
-from sim.sim import SimConfig, SimFailure, run  # noqa: E402
+from sim.sim import SimConfig, SimFailure, run
 
-DEFAULT_STEPS = 2000
+DEFAULT_STEPS = 10_000  # as in CI (tests/sim/test_sim.py)
 
 
 def config_for(
@@ -67,12 +67,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     failures = 0
+    liveness: list[int] = []
     t0 = time.perf_counter()
     seeds = range(args.start, args.start + args.seeds)
     for n, seed in enumerate(seeds, 1):
         cfg = config_for(seed, counts, args.steps, bugs, skip)
         try:
-            run(cfg)
+            liveness.append(run(cfg).liveness_ticks)
         except SimFailure as exc:
             failures += 1
             print(exc, flush=True)
@@ -89,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{done / el if el else 0:.2f} seeds/s, {el / max(done, 1) * 1000:.0f} ms/seed, "
         f"{failures} failing"
     )
+    if liveness:
+        print(
+            f"ticks from heal to a new write applied everywhere: "
+            f"mean {sum(liveness) / len(liveness):.1f}, max {max(liveness)}"
+        )
     return min(failures, 100)
 
 

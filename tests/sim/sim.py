@@ -6,11 +6,16 @@ from it too), events are ordered by ``(time, sequence number)``, and nothing rea
 so one seed reproduces one run exactly. A run has two phases:
 
 1. ``steps`` events under faults: drops, duplicates, delays/reordering, symmetric,
-   asymmetric and bridge partitions, crashes (also in the middle of a persist) and
-   restarts, leadership transfers and forced campaigns, while clients propose.
+   asymmetric and bridge partitions, crashes (also in the middle of a persist: the write
+   is lost, or done without what follows it) and restarts from what was durable, crashes
+   of new leaders, leadership transfers and forced campaigns. Meanwhile clients propose
+   unique values (acknowledged when the leader applies them) and issue ReadIndex and
+   lease reads. Each seed also draws a profile: pre-vote and check-quorum on or off, flow
+   control window, message size cap, fault rate.
 2. Liveness: the network heals, every node restarts, faults stop; within
    ``liveness_ticks`` ticks a value proposed after the heal must be acknowledged and every
-   node must have applied it.
+   node must have applied it; then clients stop and every node must catch up with every
+   acknowledged write.
 
 A failure raises ``SimFailure`` whose message names the broken invariant, the seed, the
 command line that reproduces the run, and the last events (``TRACE_EVENTS``).
@@ -21,7 +26,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sim import describe
 from sim.checkers import Checker, InvariantViolation
@@ -80,9 +85,8 @@ class Stats:
     partitions: int = 0
     delivered: int = 0
     dropped: int = 0
-    liveness_ticks: int = 0
+    liveness_ticks: int = 0  # ticks from the heal until a new write was applied everywhere
     profile: str = ""
-    notes: list[str] = field(default_factory=list)
 
 
 class SimFailure(AssertionError):
@@ -106,6 +110,7 @@ class Simulation:
         self.fault_gap = rng.choice((60, 150, 400))
         # Some runs crash many new leaders soon after their election (Figure 8's recipe).
         self.leader_kill = rng.choice((0.0, 0.0, 0.2, 0.5))
+        self.all_ids = tuple(ids)
         self.nodes = {
             i: SimNode(
                 CoreConfig(
@@ -130,6 +135,7 @@ class Simulation:
         self.seen: dict[int, tuple[Role, int]] = {}
         self.faults_on = True
         self.clients_on = True
+        self._read_seq = 0
         self.liveness_start: int | None = None
         self.liveness_index = 0  # index of a value proposed and acked after the heal
         self.stats = Stats(cfg.seed, cfg.nodes)
@@ -181,6 +187,10 @@ class Simulation:
     def on_durable_send(self, node: SimNode, msg: Message) -> None:
         self.checker.on_durable_send(node, msg)
 
+    def on_read_state(self, node: SimNode, context: int, index: int) -> None:
+        self.trace("%d confirms read %d at index %d", node.id, context, index)
+        self.checker.on_read(node.id, "ReadIndex", context, index)
+
     def trace(self, text: str, *args: object) -> None:
         self.trace_buf.append((self.now, text, args))
 
@@ -230,6 +240,16 @@ class Simulation:
         time, _, kind, a, b = heapq.heappop(self._events)
         self.now = time
         self.stats.steps += 1
+        # The nodes this event can change; the checkers look at those (faults: all).
+        touched: tuple[int, ...] = self.all_ids
+        if kind in (TICK, PERSIST, RESTART, CRASH):
+            assert isinstance(a, int)
+            touched = (a,)
+        elif kind == DELIVER:
+            touched = (a.dst,)  # type: ignore[attr-defined]
+        elif kind == CLIENT:
+            assert isinstance(a, int)
+            touched = (self.clients[a - 1].leader,)
         if kind == TICK:
             assert isinstance(a, int)
             sn = self.nodes[a]
@@ -245,8 +265,7 @@ class Simulation:
             if sn.up and sn.incarnation == b and sn.outstanding is not None:
                 sn.finish_persist(self)
         elif kind == CLIENT:
-            assert isinstance(a, int)
-            self.client_step(self.clients[a - 1])
+            self.client_step(self.clients[a - 1])  # type: ignore[index]
         elif kind == FAULT:
             if self.faults_on:
                 self.fault()
@@ -260,8 +279,8 @@ class Simulation:
             sn = self.nodes[a]
             if self.faults_on and sn.up and sn.incarnation == b:
                 self.crash(a)
-        self.note_changes()
-        self.checker.check()
+        self.note_changes(touched)
+        self.checker.check(touched)
 
     def deliver(self, m: Message) -> None:
         sn = self.nodes[m.dst]
@@ -277,8 +296,9 @@ class Simulation:
         sn.node.step(m)
         sn.pump(self)
 
-    def note_changes(self) -> None:
-        for i, sn in self.nodes.items():
+    def note_changes(self, touched: tuple[int, ...]) -> None:
+        for i in touched:
+            sn = self.nodes[i]
             if sn.node is None:
                 continue
             raft = sn.node._raft
@@ -301,7 +321,10 @@ class Simulation:
             self.trace("client %d gives up on %r", c.id, c.waiting)
             c.waiting = None
             c.gave_up += 1
-        if c.waiting is None:
+        op = rng.random()
+        if op < 0.3:
+            self.client_read(c, lease=op < 0.15)
+        elif c.waiting is None:
             # Values are unique: client id, sequence number, and the time of the proposal.
             c.seq += 1
             value = b"c%d-%d@%d" % (c.id, c.seq, self.now)
@@ -314,6 +337,25 @@ class Simulation:
             elif outcome != "dropped":
                 c.leader = rng.choice(list(self.nodes))
         self._push(self.now + rng.randint(5, 40), CLIENT, c.id)
+
+    def client_read(self, c: Client, *, lease: bool) -> None:
+        """A read (ReadIndex, or a lease read) to the node the client believes leads."""
+        self._read_seq += 1
+        ctx = self._read_seq
+        self.checker.reads[ctx] = self.checker.max_acked
+        sn = self.nodes[c.leader]
+        if lease:
+            index = sn.lease_read_index()
+            if index is not None:
+                self.trace("%d serves lease read %d at index %d", sn.id, ctx, index)
+                self.checker.on_read(sn.id, "lease", ctx, index)
+            else:
+                del self.checker.reads[ctx]
+            return
+        if sn.read_index(self, ctx) == "ok":
+            self.trace("client %d asks %d for read %d", c.id, sn.id, ctx)
+        else:
+            del self.checker.reads[ctx]
 
     # --- faults --------------------------------------------------------------------------
 

@@ -1,8 +1,9 @@
 """The Raft log as the core sees it: entries, and how far they are durable, committed, applied.
 
-The whole log is held in memory for now. ``first_index`` is kept as an offset so that log
-compaction (snapshots) can later drop a prefix: index ``first_index - 1`` is then the last
-compacted entry, whose term is ``snapshot_term``.
+The log from ``first_index`` on is held in memory. A snapshot (§7) lets a prefix go:
+``compact_to`` drops the entries up to an applied index, and ``restore`` replaces the whole
+log with an installed snapshot. Index ``first_index - 1`` is then the last compacted entry,
+whose term is ``snapshot_term``.
 
 Markers and their invariants::
 
@@ -16,7 +17,7 @@ Markers and their invariants::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from trioraft.core.types import CoreInvariantError
 from wire.messages import Entry
@@ -34,6 +35,7 @@ class RaftLog:
         "committed",
         "first_index",
         "in_progress",
+        "on_append",
         "snapshot_term",
         "stabled",
     )
@@ -67,6 +69,9 @@ class RaftLog:
         self.applied = applied
         self.stabled = last
         self.in_progress = last
+        # Called after every append with the entries that replaced the log from their first
+        # index on (Raft follows configuration entries with it: trioraft.core.membership).
+        self.on_append: Callable[[Sequence[Entry]], None] | None = None
 
     # --- reading ---------------------------------------------------------------------
 
@@ -162,6 +167,8 @@ class RaftLog:
         self.stabled = min(self.stabled, first - 1)
         self.in_progress = min(self.in_progress, first - 1)
         self._entries.extend(entries)
+        if self.on_append is not None:
+            self.on_append(entries)
 
     def maybe_append(
         self, prev_index: int, prev_term: int, commit: int, entries: Sequence[Entry]
@@ -216,6 +223,36 @@ class RaftLog:
 
     def has_next_committed_entries(self) -> bool:
         return min(self.committed, self.stabled) > self.applied
+
+    # --- compaction (§7) -------------------------------------------------------------
+
+    def compact_to(self, index: int) -> None:
+        """Drop the entries up to ``index`` (applied and durable); memory shrinks with them.
+
+        No-op for an index at or below the current start. Raises ``CoreInvariantError``
+        beyond what is applied or durable: a snapshot covers only applied state.
+        """
+        if index < self.first_index:
+            return
+        if index > self.applied or index > self.stabled:
+            raise CoreInvariantError(
+                f"compacting to {index} beyond applied {self.applied} / stabled {self.stabled}"
+            )
+        term = self.term_at(index)
+        assert term is not None
+        del self._entries[: index - self.first_index + 1]
+        self.first_index = index + 1
+        self.snapshot_term = term
+
+    def restore(self, index: int, term: int) -> None:
+        """Replace the whole log by a snapshot of ``index``/``term``: committed, applied and
+        durable up to it (the shell installs the data before it acknowledges anything)."""
+        if index <= self.committed:
+            raise CoreInvariantError(f"restoring {index} at or below committed {self.committed}")
+        self._entries = []
+        self.first_index = index + 1
+        self.snapshot_term = term
+        self.committed = self.applied = self.stabled = self.in_progress = index
 
     def applied_to(self, index: int) -> None:
         if not self.applied <= index <= self.committed:

@@ -6,7 +6,10 @@ A follower is in one of three states (the shape of etcd-io/raft's tracker):
   and waits for the answer (or the next heartbeat response) before sending another.
 - ``REPLICATE``: the logs match up to ``match``. The leader streams entries optimistically,
   moving ``next`` past what it sent, up to ``max_inflight`` unacknowledged messages.
-- ``SNAPSHOT``: reserved for when the log is compacted; never entered yet.
+- ``SNAPSHOT``: the entries the follower needs are compacted away (§7). The leader asked
+  the shell to stream a snapshot of at least ``pending_snapshot`` and sends no entries
+  until the follower acknowledges an index >= ``pending_snapshot`` or the shell reports
+  the transfer (``trioraft.core.snapshot``).
 """
 
 from __future__ import annotations
@@ -83,16 +86,32 @@ class Progress:
     # min(commit, last index of the message). Lets the leader skip redundant commit-only
     # messages and send one when the follower may lag.
     commit_sent: int = 0
+    # SNAPSHOT only: the follower needs a snapshot covering at least this index.
+    pending_snapshot: int = 0
 
     def become_probe(self) -> None:
+        if self.state is ProgressState.SNAPSHOT:
+            # Probe just past the snapshot: if it was installed the probe matches at once;
+            # if not, the rejection walks back to the compacted log and asks again.
+            self.next = max(self.match + 1, self.pending_snapshot + 1)
+        else:
+            self.next = self.match + 1
         self.state = ProgressState.PROBE
         self.probe_sent = False
-        self.next = self.match + 1
+        self.pending_snapshot = 0
+        self.inflights.reset()
+
+    def become_snapshot(self, index: int) -> None:
+        """The follower needs entries the log no longer has: wait for a snapshot >= index."""
+        self.state = ProgressState.SNAPSHOT
+        self.probe_sent = False
+        self.pending_snapshot = index
         self.inflights.reset()
 
     def become_replicate(self) -> None:
         self.state = ProgressState.REPLICATE
         self.probe_sent = False
+        self.pending_snapshot = 0
         self.next = self.match + 1
         self.inflights.reset()
 

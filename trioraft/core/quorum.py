@@ -1,8 +1,8 @@
 """Majority arithmetic over a voter set (§5.2 elections, §5.3/§5.4.2 commitment).
 
 Pure functions of a voter set and per-voter numbers. A joint configuration (thesis §4.3)
-will later be two ``MajorityConfig``s whose results combine; callers only use the methods
-below, so that change stays inside this module.
+is two ``MajorityConfig``s whose results combine (``JointConfig``), with the same methods,
+so callers need not know whether a membership change is in progress.
 """
 
 from __future__ import annotations
@@ -58,3 +58,62 @@ class MajorityConfig:
     def has_quorum(self, ids: Iterable[int]) -> bool:
         """Whether ``ids`` contain a majority of the voters."""
         return len(self.voters.intersection(ids)) >= self.quorum
+
+
+_EMPTY = MajorityConfig(frozenset())
+
+
+@dataclass(frozen=True, slots=True)
+class JointConfig:
+    """The voters of a configuration: ``incoming`` alone, or, while a membership change is
+    in progress (thesis §4.3), ``incoming`` (C_new) joined with ``outgoing`` (C_old).
+
+    A joint decision needs a majority of each half: the committed index is the smaller of
+    the two, an election is won only when both halves grant it and lost when either half
+    rejects it. With an empty ``outgoing`` every method is ``incoming``'s.
+    """
+
+    incoming: MajorityConfig
+    outgoing: MajorityConfig = _EMPTY
+
+    @staticmethod
+    def of(incoming: Iterable[int], outgoing: Iterable[int] = ()) -> JointConfig:
+        return JointConfig(MajorityConfig(frozenset(incoming)), MajorityConfig(frozenset(outgoing)))
+
+    @property
+    def joint(self) -> bool:
+        return bool(self.outgoing.voters)
+
+    @property
+    def ids(self) -> frozenset[int]:
+        """Every voter of either half."""
+        return self.incoming.voters | self.outgoing.voters
+
+    def is_only(self, node_id: int) -> bool:
+        """Whether ``node_id`` is the one and only voter (it alone is every quorum)."""
+        return self.ids == {node_id}
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self.incoming or node_id in self.outgoing
+
+    def committed_index(self, acked: Mapping[int, int]) -> int:
+        if not self.joint:
+            return self.incoming.committed_index(acked)
+        return min(self.incoming.committed_index(acked), self.outgoing.committed_index(acked))
+
+    def vote_result(self, votes: Mapping[int, bool]) -> VoteResult:
+        first = self.incoming.vote_result(votes)
+        if not self.joint:
+            return first
+        second = self.outgoing.vote_result(votes)
+        if first == second:
+            return first
+        if VoteResult.LOST in (first, second):
+            return VoteResult.LOST
+        return VoteResult.PENDING
+
+    def has_quorum(self, ids: Iterable[int]) -> bool:
+        ids = set(ids)
+        return self.incoming.has_quorum(ids) and (
+            not self.joint or self.outgoing.has_quorum(ids)
+        )

@@ -11,13 +11,21 @@ what became durable (``on_advance``). Outgoing messages go to ``msgs`` (may leav
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import IntEnum
 
+from trioraft.core import membership as conf
+from trioraft.core.confstate import ConfState, Membership
 from trioraft.core.log import RaftLog
 from trioraft.core.progress import Inflights, Progress, ProgressState
-from trioraft.core.quorum import MajorityConfig, VoteResult
+from trioraft.core.quorum import JointConfig, VoteResult
 from trioraft.core.readonly import ReadOnly
+from trioraft.core.snapshot import (
+    SnapshotTracker,
+    handle_install,
+    request_snapshot,
+    snapshot_acknowledged,
+)
 from trioraft.core.types import CoreConfig, CoreInvariantError, RandomSource, ReadState, Role
 from wire.errors import InvalidRequest
 from wire.messages import (
@@ -29,6 +37,7 @@ from wire.messages import (
     HardState,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
     Message,
     RequestVote,
     RequestVoteResponse,
@@ -51,11 +60,22 @@ class Raft:
         log: RaftLog,
         rng: RandomSource,
         fresh_start: bool = False,
+        membership: Membership | None = None,
+        membership_index: int = 0,
     ) -> None:
         self.id = config.node_id
         self.config = config
-        self.voters = MajorityConfig(frozenset(config.voters))
-        self.peers = tuple(sorted(v for v in config.voters if v != self.id))  # voters but us
+        # The configuration in force is that of the latest config entry in the log, or
+        # ``membership`` (as of ``membership_index``; default: ``config.voters``) if none.
+        # ``conf.apply_conf`` derives these three from it after every change:
+        self.voters = JointConfig.of(())  # voters of either half (joint consensus)
+        self.peers: tuple[int, ...] = ()  # every other member, learners too: replication
+        self.voter_peers: tuple[int, ...] = ()  # every other voter: whom we ask for votes
+        self.conf_log = conf.ConfLog(
+            membership or Membership(ConfState.of(config.voters)), membership_index
+        )
+        self.conf_log.on_append(log.slice(membership_index + 1, log.last_index + 1))
+        log.on_append = self._on_log_append
         self.rng = rng
         self.log = log
         self.term = hard_state.term
@@ -86,6 +106,7 @@ class Raft:
         self.msgs: list[Message] = []
         self.msgs_after_persist: list[Message] = []
         self.read_states: list[ReadState] = []
+        self.snapshots = SnapshotTracker()  # snapshot outputs for the next Ready (§7)
         # TEST-ONLY planted bugs (CoreConfig.planted_bugs); all False in production.
         bugs = config.planted_bugs
         self._bug_double_vote = "double_vote" in bugs
@@ -93,6 +114,7 @@ class Raft:
         self._bug_skip_up_to_date = "skip_up_to_date_check" in bugs
         self._bug_forget_vote = "forget_vote_persist" in bugs
         self._become_follower(self.term, NO_NODE)
+        conf.apply_conf(self)
 
     # --- queries -------------------------------------------------------------------------
 
@@ -141,7 +163,7 @@ class Raft:
             or not self.committed_in_term()
         ):
             return False
-        if len(self.voters) == 1:
+        if self.voters.is_only(self.id):
             return True
         sent = self.readonly.lease_tick(self.voters)
         return sent is not None and self.ticks - sent < self.config.election_ticks - 1
@@ -195,13 +217,14 @@ class Raft:
         self.lead = self.id
         self._step_role = self._step_leader
         nxt = self.log.last_index + 1
-        for v in self.voters.voters:
+        for v in (*self.peers, self.id):  # learners too: they receive the log
             self.prs[v] = Progress(match=0, next=nxt, inflights=Inflights(self.config.max_inflight))
         me = self.prs[self.id]
         me.match, me.recent_active = self.log.stabled, True
         me.state = ProgressState.REPLICATE
         # A no-op of our term lets us commit (and so learn) everything before it (§5.4.2, §8).
-        self.log.append([Entry(self.term, nxt, EntryKind.NOOP, b"")])
+        # It may announce our client address to the members (trioraft.core.confstate).
+        self.log.append([Entry(self.term, nxt, EntryKind.NOOP, conf.announcement(self))])
         self.pending_bcast = True
 
     # --- input: time ---------------------------------------------------------------------
@@ -256,7 +279,7 @@ class Raft:
         """
         if not self.promotable or self.role is Role.LEADER:
             return
-        if kind is not CampaignKind.TRANSFER and len(self.voters) > 1:
+        if kind is not CampaignKind.TRANSFER and not self.voters.is_only(self.id):
             if self._in_lease(pre_vote=False):
                 return  # (a lone voter promised nobody anything)
         if kind is None:
@@ -267,7 +290,7 @@ class Raft:
         else:
             self._become_candidate()
             vote_term = self.term
-        for peer in self.peers:
+        for peer in self.voter_peers:
             self._send(
                 RequestVote(
                     src=self.id,
@@ -302,7 +325,7 @@ class Raft:
             self._queue_read(context)
 
     def _queue_read(self, context: int) -> None:
-        if len(self.voters) == 1:  # we are the quorum: nobody else can have been elected
+        if self.voters.is_only(self.id):  # we are the quorum: nobody else can be elected
             self.read_states.append(ReadState(context, self.log.committed))
         else:
             self.readonly.add(context, self.log.committed)
@@ -311,13 +334,14 @@ class Raft:
         """Leader: hand leadership to ``target`` (thesis §3.10); None = most caught up."""
         if self.role is not Role.LEADER:
             raise CoreInvariantError("transfer_leader on a non-leader")
+        voters = [v for v in self.voter_peers if v in self.voters.incoming]  # stay voters
         if target is None:
-            if not self.peers:
+            if not voters:
                 return
-            target = max(self.peers, key=lambda v: self.prs[v].match)  # ties: lowest id
+            target = max(voters, key=lambda v: self.prs[v].match)  # ties: lowest id
         if target == self.id:
             return
-        if target not in self.voters:
+        if target not in voters:
             raise InvalidRequest(f"transfer target {target} is not a voter")
         if target == self.lead_transferee:
             return
@@ -332,6 +356,9 @@ class Raft:
         """Send what was batched since the last Ready: new entries, a ReadIndex round."""
         if self.role is not Role.LEADER:
             return
+        conf.after_commit(self)  # leave a committed joint config; step down if removed
+        if self.role is not Role.LEADER:
+            return
         if self.pending_bcast:
             self.pending_bcast = False
             self._bcast_append()
@@ -340,7 +367,9 @@ class Raft:
 
     def has_flush_work(self) -> bool:
         return self.role is Role.LEADER and (
-            (self.pending_bcast and bool(self.peers)) or self.readonly.needs_round()
+            (self.pending_bcast and bool(self.peers))
+            or self.readonly.needs_round()
+            or conf.has_work(self)
         )
 
     def on_advance(self, durable: HardState) -> None:
@@ -361,7 +390,9 @@ class Raft:
     # --- input: messages -----------------------------------------------------------------
 
     def step(self, m: Message) -> None:
-        if m.dst != self.id or m.src == self.id or m.src not in self.voters:
+        # Messages from nodes outside our configuration are processed too (thesis §4.1):
+        # our log may lag behind a configuration that added the sender, e.g. a new leader.
+        if m.dst != self.id or m.src == self.id or m.src < 1:
             return
         if m.term > self.term:
             if isinstance(m, RequestVote):
@@ -372,7 +403,8 @@ class Raft:
             elif isinstance(m, RequestVoteResponse) and m.pre_vote and m.granted:
                 pass  # granted pre-votes carry the term we would campaign in
             else:
-                leader = m.src if isinstance(m, (AppendEntries, Heartbeat)) else NO_NODE
+                from_leader = isinstance(m, (AppendEntries, Heartbeat, InstallSnapshot))
+                leader = m.src if from_leader else NO_NODE
                 self._become_follower(m.term, leader)
         elif m.term < self.term:
             if isinstance(m, (AppendEntries, Heartbeat)) and (
@@ -442,6 +474,9 @@ class Raft:
             self._handle_heartbeat(m)
         elif isinstance(m, TimeoutNow):
             self.campaign(CampaignKind.TRANSFER)
+        elif isinstance(m, InstallSnapshot):
+            self._heard_from_leader(m.src)
+            handle_install(self, m)
 
     def _heard_from_leader(self, lead: int) -> None:
         self.election_elapsed = 0
@@ -472,7 +507,7 @@ class Raft:
     # --- (pre-)candidate -----------------------------------------------------------------
 
     def _step_candidate(self, m: Message) -> None:
-        if isinstance(m, (AppendEntries, Heartbeat)):
+        if isinstance(m, (AppendEntries, Heartbeat, InstallSnapshot)):
             self._become_follower(self.term, m.src)  # a leader of our term exists
             self._step_follower(m)
         elif isinstance(m, RequestVoteResponse):
@@ -524,6 +559,7 @@ class Raft:
         probing = pr.state is ProgressState.PROBE
         if not (pr.maybe_update(m.index) or (probing and pr.match == m.index)):
             return
+        snapshot_acknowledged(self, m.src)  # SNAPSHOT -> PROBE once the snapshot is in (§7)
         if pr.state is ProgressState.PROBE:
             pr.become_replicate()
         else:
@@ -567,7 +603,7 @@ class Raft:
         prev_index = pr.next - 1
         prev_term = self.log.term_at(prev_index)
         if prev_term is None:
-            return False  # compacted away: will need a snapshot (not implemented yet)
+            return request_snapshot(self, to)  # compacted away: stream a snapshot (§7)
         entries = self.log.entries_from(pr.next, self.config.max_append_bytes)
         if not entries and not send_if_empty:
             return False
@@ -607,3 +643,10 @@ class Raft:
 
     def _send(self, m: Message, *, after_persist: bool = False) -> None:
         (self.msgs_after_persist if after_persist else self.msgs).append(m)
+
+    def _on_log_append(self, entries: Sequence[Entry]) -> None:
+        """Every append and truncation of the log: a configuration takes effect when its
+        entry is appended and is reverted when the entry is truncated (§6)."""
+        self.conf_log.compact(self.log.applied)
+        if self.conf_log.on_append(entries):
+            conf.apply_conf(self)

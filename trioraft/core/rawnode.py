@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from trioraft.core import membership as conf
+from trioraft.core.confchange import ConfChange
+from trioraft.core.confstate import Membership
 from trioraft.core.log import RaftLog
 from trioraft.core.raft import Raft
+from trioraft.core.snapshot import compact, report_snapshot
 from trioraft.core.types import (
     INITIAL_SOFT_STATE,
     CoreConfig,
@@ -16,7 +20,7 @@ from trioraft.core.types import (
     Status,
 )
 from wire.errors import NotLeader, ProposalDropped, StorageError
-from wire.messages import NO_NODE, Entry, HardState, Message
+from wire.messages import NO_NODE, Entry, HardState, Message, SnapshotMeta
 
 
 class RawNode:
@@ -55,8 +59,13 @@ class RawNode:
         applied: int,
         rng: RandomSource,
         fresh_start: bool = False,
+        snapshot: SnapshotMeta | None = None,
+        membership: Membership | None = None,
+        membership_index: int = 0,
     ) -> None:
-        """Restart from stable storage: ``entries`` is the whole stored log from index 1.
+        """Restart from stable storage: ``entries`` is the whole stored log from index 1,
+        or, after compaction (§7), from ``snapshot.index + 1``: ``snapshot`` is where the
+        stored log starts (its last compacted index and that entry's term).
 
         ``applied`` is the state machine's applied index; committed entries above it are
         delivered again in ``committed_entries``. Raises ``StorageError`` if the stored
@@ -67,21 +76,44 @@ class RawNode:
         whose lease (``lease_valid``) counts on it not voting for anyone else that soon,
         and nothing durable says when. Pass ``fresh_start=True`` only for a node that has
         never run before (a new data directory): it cannot have acknowledged anybody.
+
+        ``membership`` is the configuration as of log index ``membership_index`` (at most
+        ``applied``; default: ``config.voters`` as of index 0); configuration entries of
+        ``entries`` above that index override it (``trioraft.core.membership``).
         """
-        if entries and entries[0].index != 1:
-            raise StorageError(f"stored log must start at index 1, not {entries[0].index}")
-        last = len(entries)
+        start = snapshot.index if snapshot is not None else 0
+        if entries and entries[0].index != start + 1:
+            raise StorageError(
+                f"stored log must start at index {start + 1}, not {entries[0].index}"
+            )
+        last = start + len(entries)
         if hard_state.commit > last:
             raise StorageError(f"hard state commit {hard_state.commit} beyond last index {last}")
-        if not 0 <= applied <= last:
-            raise StorageError(f"applied index {applied} outside the stored log [0, {last}]")
+        if not start <= applied <= last:
+            raise StorageError(f"applied index {applied} outside the stored log [{start}, {last}]")
         # Applied entries were committed when applied, even if that commit was not persisted.
         commit = max(hard_state.commit, applied)
         try:
-            log = RaftLog(entries, committed=commit, applied=applied)
+            log = RaftLog(
+                entries,
+                first_index=start + 1,
+                snapshot_term=snapshot.term if snapshot is not None else 0,
+                committed=commit,
+                applied=applied,
+            )
         except ValueError as exc:
             raise StorageError(f"stored log is inconsistent: {exc}") from exc
-        self._raft = Raft(config, hard_state=hard_state, log=log, rng=rng, fresh_start=fresh_start)
+        if membership_index > applied:
+            raise StorageError(f"membership index {membership_index} beyond applied {applied}")
+        self._raft = Raft(
+            config,
+            hard_state=hard_state,
+            log=log,
+            rng=rng,
+            fresh_start=fresh_start,
+            membership=membership,
+            membership_index=membership_index,
+        )
         self._prev_soft = INITIAL_SOFT_STATE
         self._prev_hard = HardState(hard_state.term, hard_state.vote, commit)
         self._durable_hard = self._prev_hard
@@ -112,6 +144,23 @@ class RawNode:
         if raft.lead_transferee != NO_NODE:
             raise ProposalDropped(f"leadership transfer to node {raft.lead_transferee}")
         return raft.propose(data)
+
+    def propose_conf_change(self, changes: Sequence[ConfChange]) -> tuple[int, int]:
+        """Append the configuration that ``changes`` lead to; returns its ``(index, term)``.
+
+        Joint consensus (Raft paper §6, thesis §4.3): if the voters change, the entry is
+        the joint configuration C_old,new, and the leader appends C_new by itself once
+        C_old,new is committed; a change of learners only is one simple entry. Either
+        takes effect as soon as it is appended. The change is complete when a committed,
+        non-joint configuration at or after that index shows in ``committed_membership``.
+
+        Raises ``NotLeader``; ``ProposalDropped`` during a leadership transfer;
+        ``ChangeInProgress`` while another change is not complete (one at a time);
+        ``Busy`` until this leader has committed an entry of its term; ``InvalidRequest``
+        for a change that does not fit the configuration (unknown node, duplicate
+        address, removing the last voter, ...).
+        """
+        return conf.propose_change(self._raft, changes)
 
     def read_index(self, context: int) -> None:
         """Ask for a linearizable read point (ReadIndex, thesis §6.4).
@@ -159,6 +208,26 @@ class RawNode:
         """
         self._raft.step_down()
 
+    # --- snapshots (§7; see trioraft.core.snapshot) -------------------------------------
+
+    def compact(self, index: int) -> None:
+        """Drop log entries up to ``index`` from memory: the shell holds a snapshot covering
+        them (and compacted its stored log, or will). ``index`` must be applied and
+        durable (``CoreInvariantError`` otherwise); at or below the log start it is a no-op.
+        """
+        compact(self._raft, index)
+
+    def report_snapshot(self, peer: int, ok: bool) -> None:
+        """Leader: the transfer asked for by ``SnapshotNeeded(peer)`` ended (``ok``: the
+        follower has the whole file). The follower is probed again either way."""
+        report_snapshot(self._raft, peer, ok)
+
+    @property
+    def log_start(self) -> tuple[int, int]:
+        """(index, term) of the last compacted entry; (0, 0) before any compaction."""
+        log = self._raft.log
+        return log.first_index - 1, log.snapshot_term
+
     # --- outputs -------------------------------------------------------------------------
 
     def _soft_state(self) -> SoftState:
@@ -173,6 +242,7 @@ class RawNode:
             raft.msgs
             or raft.msgs_after_persist
             or raft.read_states
+            or raft.snapshots.pending()
             or raft.has_flush_work()
             or log.in_progress < log.last_index
             or log.has_next_committed_entries()
@@ -188,6 +258,7 @@ class RawNode:
         raft.flush()
         soft = self._soft_state()
         hard = raft.hard_state()
+        snapshot, snapshot_requests = raft.snapshots.take()
         rd = Ready(
             soft_state=soft if soft != self._prev_soft else None,
             hard_state=hard if hard != self._prev_hard else None,
@@ -196,6 +267,8 @@ class RawNode:
             persisted_messages=tuple(raft.msgs_after_persist),
             committed_entries=raft.log.next_committed_entries(),
             read_states=tuple(raft.read_states),
+            snapshot=snapshot,
+            snapshot_requests=snapshot_requests,
         )
         self._prev_soft, self._prev_hard = soft, hard
         raft.log.accept_unstable()
@@ -215,8 +288,8 @@ class RawNode:
             log.stable_to(ready.entries[-1].index)
         if ready.hard_state is not None:
             self._durable_hard = ready.hard_state
-        if ready.committed_entries:
-            log.applied_to(ready.committed_entries[-1].index)
+        if ready.committed_entries and ready.committed_entries[-1].index > log.applied:
+            log.applied_to(ready.committed_entries[-1].index)  # (a restore may have passed it)
         self._raft.on_advance(self._durable_hard)
 
     # --- queries -------------------------------------------------------------------------
@@ -233,6 +306,28 @@ class RawNode:
             applied=raft.log.applied,
             last_index=raft.log.last_index,
         )
+
+    @property
+    def membership(self) -> Membership:
+        """The configuration in force: that of the latest configuration entry in the log
+        (committed or not), with the members' addresses."""
+        return self._raft.conf_log.current
+
+    @property
+    def membership_index(self) -> int:
+        """Log index of the entry that set ``membership`` (the base index if none)."""
+        return self._raft.conf_log.current_index
+
+    def committed_membership(self, index: int | None = None) -> tuple[int, Membership]:
+        """The latest configuration at or below ``index`` (default: the commit index; at
+        least the applied index), with the index of the entry that set it."""
+        raft = self._raft
+        return raft.conf_log.at(raft.log.committed if index is None else index)
+
+    def progress(self) -> dict[int, int]:
+        """Leader: each member's replicated index (its ``match``), this node included
+        (what it has made durable); empty on other nodes."""
+        return {node: pr.match for node, pr in self._raft.prs.items()}
 
     def lease_valid(self) -> bool:
         """Leader only (False otherwise): a quorum acknowledged a heartbeat sent less than

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from trioraft.core.quorum import MajorityConfig
+from trioraft.core.quorum import JointConfig, MajorityConfig
 from trioraft.core.types import ReadState
 
 
@@ -76,10 +76,10 @@ class ReadOnly:
         if 0 < round_ <= self.last_round and round_ > self._acked.get(node_id, 0):
             self._acked[node_id] = round_
 
-    def confirmed_round(self, voters: MajorityConfig) -> int:
+    def confirmed_round(self, voters: MajorityConfig | JointConfig) -> int:
         return voters.committed_index(self._acked)
 
-    def release(self, voters: MajorityConfig) -> list[ReadState]:
+    def release(self, voters: MajorityConfig | JointConfig) -> list[ReadState]:
         """Pop every pending read whose round a quorum has confirmed, in queue order."""
         confirmed = self.confirmed_round(voters)
         out: list[ReadState] = []
@@ -88,7 +88,7 @@ class ReadOnly:
             out.append(ReadState(read.context, read.index))
         return out
 
-    def lease_tick(self, voters: MajorityConfig) -> int | None:
+    def lease_tick(self, voters: MajorityConfig | JointConfig) -> int | None:
         """Tick at which the quorum-confirmed round was sent; None if unknown or pruned."""
         confirmed = self.confirmed_round(voters)
         while self._round_ticks and self._round_ticks[0][0] < confirmed:

@@ -11,7 +11,7 @@ from enum import IntEnum
 from typing import Protocol
 
 from wire.errors import ConfigError
-from wire.messages import NO_NODE, Entry, HardState, Message
+from wire.messages import NO_NODE, Entry, HardState, Message, SnapshotMeta
 
 
 class Role(IntEnum):
@@ -60,6 +60,10 @@ class CoreConfig:
     check_quorum: bool = True  # leader steps down without a live quorum; enables leases
     max_append_bytes: int = 1 << 20  # >= 1; cap on sum(len(e.data)) per AppendEntries
     max_inflight: int = 256  # >= 1; unacked AppendEntries per follower in REPLICATE
+    # This node's addresses; a new leader announces them in its no-op when its membership
+    # records another client address ("": never announce). See trioraft.core.confstate.
+    peer_addr: str = ""
+    client_addr: str = ""
     # TEST-ONLY: deliberate bugs from PLANTED_BUGS, for the simulator's self-test. Leave empty.
     planted_bugs: frozenset[str] = frozenset()
 
@@ -110,6 +114,17 @@ class ReadState:
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotNeeded:
+    """Leader: follower ``to`` needs entries the log no longer has (§7). Stream it a
+    snapshot whose index is at least ``index`` (the shell's newest one qualifies), then
+    call ``RawNode.report_snapshot(to, ok)``. ``term`` is the leader's term at the time."""
+
+    to: int
+    index: int
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     node_id: int
     role: Role
@@ -132,6 +147,12 @@ class Ready:
     4. Hand ``committed_entries`` to the state machine, in order.
     5. Serve each of ``read_states`` once applied >= its index.
     6. Call ``RawNode.advance(ready)`` with this very object.
+
+    Snapshots (§7): ``snapshot`` is set when the core accepted an ``InstallSnapshot``:
+    install that snapshot's data (atomically, with its applied index) after the committed
+    entries handed out before it and before step 1; ``persisted_messages`` (the ack of the
+    snapshot) wait for it too. ``snapshot_requests`` ask the shell to stream a snapshot to
+    a follower, off the raft loop.
     """
 
     soft_state: SoftState | None  # set when leader or role changed since the last Ready
@@ -141,3 +162,5 @@ class Ready:
     persisted_messages: tuple[Message, ...]  # must wait for the persist
     committed_entries: tuple[Entry, ...]  # committed and durable locally; apply in order
     read_states: tuple[ReadState, ...]
+    snapshot: SnapshotMeta | None = None  # install this snapshot first (see above)
+    snapshot_requests: tuple[SnapshotNeeded, ...] = ()  # stream snapshots (leader)
