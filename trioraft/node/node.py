@@ -141,6 +141,10 @@ class Node:
             entries=state.entries,
             applied=self._sm.applied,
             rng=rng,
+            # fresh_start stays False even for an empty data dir: a node can answer a
+            # heartbeat before its first hard state is synced, so "empty on disk" does not
+            # prove it never backed a leader's lease. It costs one election timeout at the
+            # first start of a new cluster.
         )
         self._storage = StorageGuard(config.node_id, store, lambda: self._sm.applied)
         self._limits = Limits(config.max_key_bytes, config.max_value_bytes, config.max_txn_ops)
