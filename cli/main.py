@@ -18,6 +18,8 @@ from typing import Annotated, Any
 import trio
 import typer
 
+from cli.member import leader_app, member_app
+from cli.snapshot import snapshot_app
 from trioraft.config import load_config, parse_peers
 from wire.errors import ConfigError, TrioraftError
 
@@ -58,11 +60,20 @@ def run(
     ] = None,
     tick_ms: Annotated[int | None, typer.Option(help="Raft tick in milliseconds.")] = None,
     election_ticks: Annotated[int | None, typer.Option(help="Election timeout in ticks.")] = None,
+    join: Annotated[
+        str | None,
+        typer.Option(help="Join the running cluster at these client endpoints (comma-separated)."),
+    ] = None,
+    learner: Annotated[
+        bool, typer.Option(help="With --join: stay a learner (default: promoted once caught up).")
+    ] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run one node until SIGINT or SIGTERM. With no options: a single-node cluster on
-    127.0.0.1 (clients on port 7379) with its data in ./trioraft-data."""
+    127.0.0.1 (clients on port 7379) with its data in ./trioraft-data. With --join: a new
+    member of a running cluster (a learner first; see docs/membership.md)."""
     from trioraft.node import NodeBuilder
+    from trioraft.node.bootstrap import holds_data, join_cluster
 
     _setup_logging(log_level)
     try:
@@ -78,12 +89,17 @@ def run(
             data_dir=data_dir,
             tick_ms=tick_ms,
             election_ticks=election_ticks,
+            join=join,
+            join_as_voter=(not learner) if join else None,
         )
     except ConfigError as exc:
         fail(str(exc), 2)
         return
     try:
-        node = NodeBuilder(cfg).start()
+        builder = NodeBuilder(cfg)
+        if cfg.join and not holds_data(cfg):  # a restart finds its cluster in its data dir
+            builder.with_join(trio.run(join_cluster, cfg))
+        node = builder.start()
     except TrioraftError as exc:
         fail(str(exc))
         return
@@ -353,26 +369,18 @@ def status(
     endpoints: EndpointsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per node.")] = False,
 ) -> None:
-    """Each node's id, role, term, leader, commit and applied index."""
-    results = _client_call(endpoints, 5.0, lambda c: c.cluster_status())
-    for endpoint, st in results.items():
-        if isinstance(st, TrioraftError):
-            row: dict[str, Any] = {"endpoint": endpoint, "error": str(st)}
-        else:
-            row = {
-                "endpoint": endpoint,
-                "id": st.node_id,
-                "role": st.role.name.lower(),
-                "term": st.term,
-                "leader": st.leader_id,
-                "commit": st.commit,
-                "applied": st.applied,
-            }
-        typer.echo(json.dumps(row) if as_json else "  ".join(f"{k}={v}" for k, v in row.items()))
+    """A table of every member (and given endpoint): id, client address, membership role,
+    Raft role, term, commit and applied index, and lag behind the leader's log."""
+    from cli.member import cluster_table, print_status
+
+    print_status(_client_call(endpoints, 10.0, cluster_table), as_json)
 
 
 bench_app = typer.Typer(help="Load generators.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
+app.add_typer(snapshot_app, name="snapshot")
+app.add_typer(member_app, name="member")
+app.add_typer(leader_app, name="leader")
 
 
 def _bench(

@@ -24,12 +24,12 @@ Failure contract (docs/durability.md):
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from wire.errors import StorageError
-from wire.messages import Entry, HardState
+from wire.messages import Entry, HardState, SnapshotMeta
 
 FORMAT_VERSION = 1
 
@@ -50,10 +50,14 @@ class Identity:
 
 @dataclass(frozen=True, slots=True)
 class RaftState:
-    """What Raft recovers on start: hard state and the whole stored log, in index order."""
+    """What Raft recovers on start: hard state and the whole stored log, in index order.
+
+    After log compaction (docs/snapshots.md) ``snapshot`` is where the log starts: the last
+    compacted index and term; ``entries`` then begin at ``snapshot.index + 1``."""
 
     hard_state: HardState
     entries: list[Entry]
+    snapshot: SnapshotMeta | None = None
 
 
 # A state-machine write: (key, value) puts, (key, None) deletes. Applied in order.
@@ -103,3 +107,61 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class StateView(Protocol):
+    """A point-in-time copy of the state machine (``SnapshotStore.open_view``)."""
+
+    @property
+    def applied_index(self) -> int: ...
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        """Every state-machine key and value, in byte order of the keys."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class SnapshotStore(Store, Protocol):
+    """A ``Store`` that supports snapshots and log compaction (docs/snapshots.md).
+
+    Threads: ``open_view`` and the install steps may run in a worker thread while the
+    owner thread reads; the caller serializes them with each other and with writes to the
+    state machine (the apply task is idle while it installs).
+    """
+
+    def entry_term(self, index: int) -> int | None:
+        """Term of stored entry ``index`` (or of the log start); None if not stored."""
+        ...
+
+    def compact_log(self, index: int, voters: tuple[int, ...], membership: bytes = b"") -> None:
+        """Delete stored entries up to ``index`` (which must be stored and applied) and
+        record ``index``/its term (and the configuration there) as the log start, in one
+        unsynced batch. No-op at or below the current start."""
+        ...
+
+    def open_view(self, scratch_dir: str) -> StateView:
+        """A consistent copy of the state machine now, taken without stopping writes
+        (RocksDB: a checkpoint under ``scratch_dir``, removed on ``close``). Blocking."""
+        ...
+
+    def pending_install(self) -> SnapshotMeta | None:
+        """A snapshot install that a crash interrupted, to be redone before anything else."""
+        ...
+
+    def begin_install(self, meta: SnapshotMeta) -> None:
+        """Step 1 of an install: record (durably, before returning) that ``meta`` is being
+        installed. From here until ``finish_install`` the state machine is incomplete and
+        a reopened store reports ``pending_install``."""
+        ...
+
+    def replace_kv(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        """Step 2: replace the whole state machine by ``items`` (keys in byte order)."""
+        ...
+
+    def finish_install(self, meta: SnapshotMeta, hard_state: HardState | None = None) -> None:
+        """Step 3, one atomic batch: applied index and log start = ``meta``, the whole log
+        deleted, ``hard_state`` (if given) stored, the install marker cleared; then synced.
+        Blocking (it syncs)."""
+        ...

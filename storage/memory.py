@@ -17,33 +17,45 @@ replays them from the log. A clean ``close`` + ``reopen`` keeps everything (the 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
 from storage.base import Identity, KvOp, RaftState
 from storage.rules import check_append, check_identity, check_wanted_identity
 from wire.errors import StorageError
-from wire.messages import Entry, HardState
+from wire.messages import Entry, HardState, SnapshotMeta
 
 MEMORY_PATH = ":memory:"
 
 
 @dataclass(slots=True)
 class _State:
-    """One copy of everything a store holds; ``log`` is contiguous from ``log[0].index``."""
+    """One copy of everything a store holds; ``log`` is contiguous from ``log[0].index``
+    (``start.index + 1`` after compaction)."""
 
     log: list[Entry] = field(default_factory=list)
     hard_state: HardState = field(default_factory=HardState)
     kv: dict[bytes, bytes] = field(default_factory=dict)
     applied: int = 0
+    start: SnapshotMeta | None = None  # the log start after compaction / an install
+    installing: SnapshotMeta | None = None  # an install began and has not finished
 
     def copy(self) -> _State:
-        return _State(list(self.log), self.hard_state, dict(self.kv), self.applied)
+        return _State(
+            list(self.log),
+            self.hard_state,
+            dict(self.kv),
+            self.applied,
+            self.start,
+            self.installing,
+        )
 
     @property
     def last_index(self) -> int:
-        return self.log[-1].index if self.log else 0
+        if self.log:
+            return self.log[-1].index
+        return self.start.index if self.start is not None else 0
 
     def append(self, entries: Sequence[Entry], hard_state: HardState | None) -> None:
         if entries:
@@ -83,7 +95,47 @@ class _Apply:
         state.apply(self.ops, self.applied_index)
 
 
-_Write = _Append | _Apply  # one write not yet synced, replayed onto the durable copy
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """A snapshot write: compaction (``kv`` None, not ``finish``), the install marker
+    (``begin``), the state machine replaced (``kv``), or the install finished."""
+
+    meta: SnapshotMeta
+    begin: bool = False
+    kv: tuple[tuple[bytes, bytes], ...] | None = None
+    finish: bool = False
+    hard_state: HardState | None = None
+
+    def replay(self, state: _State) -> None:
+        if self.begin:
+            state.installing = self.meta
+        elif self.kv is not None:
+            state.kv = dict(self.kv)
+        elif self.finish:
+            state.log, state.start, state.applied = [], self.meta, self.meta.index
+            state.installing = None
+            if self.hard_state is not None:
+                state.hard_state = self.hard_state
+        else:  # compaction
+            state.log = [e for e in state.log if e.index > self.meta.index]
+            state.start = self.meta
+
+
+_Write = _Append | _Apply | _Snapshot  # one write not yet synced, replayed onto the durable copy
+
+
+class MemoryView:
+    """A copy of the state machine: ``StateView``."""
+
+    def __init__(self, applied: int, items: list[tuple[bytes, bytes]]) -> None:
+        self.applied_index = applied
+        self._items = items
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]:
+        return iter(self._items)
+
+    def close(self) -> None:
+        self._items = []
 
 
 class MemoryStore:
@@ -117,7 +169,7 @@ class MemoryStore:
     def load_raft_state(self) -> RaftState:
         self._check_open()
         with self._lock:
-            return RaftState(self._live.hard_state, list(self._live.log))
+            return RaftState(self._live.hard_state, list(self._live.log), self._live.start)
 
     def append(self, entries: Sequence[Entry], hard_state: HardState | None) -> None:
         self._check_open()
@@ -165,6 +217,62 @@ class MemoryStore:
 
     def close(self) -> None:
         self._closed = True
+
+    # --- SnapshotStore ---
+
+    def entry_term(self, index: int) -> int | None:
+        self._check_open()
+        with self._lock:
+            start = self._live.start
+            if start is not None and index == start.index:
+                return start.term
+            if index == 0:
+                return 0
+            for entry in self._live.log:
+                if entry.index == index:
+                    return entry.term
+            return None
+
+    def compact_log(self, index: int, voters: tuple[int, ...], membership: bytes = b"") -> None:
+        start = self._live.start
+        if index <= (start.index if start is not None else 0):
+            return
+        if index > self._live.applied:
+            raise StorageError(
+                f"data dir {self._path}: cannot compact the log to {index}, beyond the "
+                f"applied index {self._live.applied}"
+            )
+        term = self.entry_term(index)
+        if term is None:
+            raise StorageError(f"data dir {self._path}: log entry {index} is not stored")
+        self._write(_Snapshot(SnapshotMeta(index, term, voters, membership)))
+
+    def open_view(self, scratch_dir: str) -> MemoryView:
+        self._check_open()
+        with self._lock:
+            return MemoryView(self._live.applied, sorted(self._live.kv.items()))
+
+    def pending_install(self) -> SnapshotMeta | None:
+        self._check_open()
+        return self._live.installing
+
+    def begin_install(self, meta: SnapshotMeta) -> None:
+        self._write(_Snapshot(meta, begin=True))
+        self.sync()
+
+    def replace_kv(self, items: Iterable[tuple[bytes, bytes]]) -> None:
+        meta = self._live.installing or SnapshotMeta()
+        self._write(_Snapshot(meta, kv=tuple(items)))
+
+    def finish_install(self, meta: SnapshotMeta, hard_state: HardState | None = None) -> None:
+        self._write(_Snapshot(meta, finish=True, hard_state=hard_state))
+        self.sync()
+
+    def _write(self, write: _Snapshot) -> None:
+        self._check_open()
+        with self._lock:
+            write.replay(self._live)
+            self._unsynced.append(write)
 
     def __enter__(self) -> MemoryStore:
         return self

@@ -59,6 +59,7 @@ from storage.records import (
     index_key,
     key_index,
 )
+from storage.rocks_snapshot import RocksSnapshotMixin
 from storage.rules import check_append, check_identity, check_wanted_identity
 from storage.scan import Scan, prefix_end
 from storage.wal import TornTail, missing_room, readable_log_end, recovery_options, torn_tails
@@ -115,8 +116,9 @@ class _Handles:
         return db
 
 
-class RocksStore:
-    """The durable ``Store``. Open with ``open_store``; close (or use ``with``) when done."""
+class RocksStore(RocksSnapshotMixin):
+    """The durable ``Store`` (and ``SnapshotStore``, see ``storage.rocks_snapshot``). Open
+    with ``open_store``; close (or use ``with``) when done."""
 
     def __init__(
         self, path: str, identity: Identity, handles: _Handles, lock_fd: int, real: str
@@ -163,6 +165,7 @@ class RocksStore:
         """
         h = self._live()
         hard_state = self._read_hard_state(h)
+        start = self.log_start()
         entries: list[Entry] = []
         try:
             it = h.log.iter()
@@ -186,8 +189,14 @@ class RocksStore:
             ) from exc
         finally:
             del it
-        self._last_index = entries[-1].index if entries else 0
-        return RaftState(hard_state, entries)
+        first = start.index + 1 if start is not None else 1
+        if entries and entries[0].index != first:
+            raise StorageError(
+                f"data dir {self._path}: log is not contiguous "
+                f"(entry {entries[0].index} follows the log start {first - 1})"
+            )
+        self._last_index = entries[-1].index if entries else first - 1
+        return RaftState(hard_state, entries, start)
 
     def append(self, entries: Sequence[Entry], hard_state: HardState | None) -> None:
         """See ``Store.append``. Conflict truncation is one range delete in the same batch."""
@@ -465,7 +474,7 @@ class RocksStore:
             del it, view
         return key
 
-    def _load_meta(self, wanted: Identity, create: bool) -> None:
+    def _load_meta(self, wanted: Identity, create: bool, adopt_cluster: bool = False) -> None:
         """Check (or, for a new dir, record) the identity; read last and applied index."""
         h = self._live()
         fmt = self._read_meta(h, META_FORMAT)
@@ -481,6 +490,8 @@ class RocksStore:
             except CorruptRecord as exc:
                 raise self._corrupt("the identity record", exc) from exc
             stored = Identity(cluster_id, node_id, version)
+            if adopt_cluster:  # a node that joined its cluster: the dir knows the cluster id
+                wanted = Identity(stored.cluster_id, wanted.node_id, wanted.format_version)
             check_identity(self._path, stored, wanted)
             self._identity = stored
         applied = self._read_meta(h, META_APPLIED)
@@ -493,6 +504,9 @@ class RocksStore:
             self._last_index = 0 if last_key is None else key_index(last_key)
         except CorruptRecord as exc:
             raise self._corrupt("the log", exc) from exc
+        if last_key is None:
+            start = self.log_start()
+            self._last_index = start.index if start is not None else 0
 
     def _initialize(self, h: _Handles, identity: Identity, create: bool) -> None:
         if not create:
@@ -556,12 +570,16 @@ def _open_db(path: str, create: bool) -> tuple[_Handles, list[TornTail]]:
     return handles, tails
 
 
-def open_store(path: str, identity: Identity, *, create: bool = True) -> RocksStore:
+def open_store(
+    path: str, identity: Identity, *, create: bool = True, adopt_cluster: bool = False
+) -> RocksStore:
     """Open (or, with ``create``, create) the data dir ``path`` for ``identity``.
 
     Takes an exclusive lock on ``path/trioraft.lock`` first and holds it until ``close``.
     Raises StorageError (one line, naming the dir) if the dir is in use, belongs to another
     node or cluster, has a newer format, or cannot be opened; ConfigError for a bad identity.
+    ``adopt_cluster``: accept the cluster id the dir records (a node that joined a running
+    cluster got its id from there); the node id must still match.
     """
     check_wanted_identity(identity)
     path = os.path.abspath(path)
@@ -583,7 +601,7 @@ def open_store(path: str, identity: Identity, *, create: bool = True) -> RocksSt
         raise
     store = RocksStore(path, identity, handles, fd, real)
     try:
-        store._load_meta(identity, create)
+        store._load_meta(identity, create, adopt_cluster)
     except BaseException:
         store.close()
         raise

@@ -6,6 +6,7 @@ from trioraft.client import Client, Consistency, open_client, open_embedded_clie
 from trioraft.config import NodeConfig, load_config
 from trioraft.errors import (
     Busy,
+    ChangeInProgress,
     Compacted,
     ConfigError,
     InvalidRequest,
@@ -30,13 +31,23 @@ from wire.client_messages import (
     OpResult,
     TxnOp,
 )
+from wire.member_messages import (
+    ClusterMembership,
+    ClusterMetadata,
+    MemberAddress,
+    MemberChange,
+    MemberOp,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Busy",
     "CasResult",
+    "ChangeInProgress",
     "Client",
+    "ClusterMembership",
+    "ClusterMetadata",
     "Compacted",
     "Compare",
     "CompareOp",
@@ -48,6 +59,9 @@ __all__ = [
     "InvalidRequest",
     "KeyValue",
     "LeaderInfo",
+    "MemberAddress",
+    "MemberChange",
+    "MemberOp",
     "Node",
     "NodeBuilder",
     "NodeConfig",

@@ -17,7 +17,7 @@ not apply; after an attempt with an unknown outcome they raise ``Timeout``.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 import trio
 import zmq
 
+from trioraft import _client_members as members
 from trioraft._client_conn import Connection, LocalConnection, Unreachable, ZmqConnection
+from trioraft._client_snapshot import SavedSnapshot, save_snapshot
 from trioraft._client_types import CasResult, ReadResult, ScanResult, TxnResult
 from trioraft._client_watch import Watch
 from trioraft.kv.layout import prefix_end
@@ -77,8 +79,11 @@ class _Outcome:
     uncertain: bool = False
 
 
-class Client:
-    """A connection to a trioraft cluster. Create it with :func:`open_client`."""
+class Client(members.ClusterAdmin):
+    """A connection to a trioraft cluster. Create it with :func:`open_client`.
+
+    Cluster management (membership changes, metadata, leader transfer, the membership
+    watch) comes from ``ClusterAdmin``."""
 
     def __init__(
         self,
@@ -315,9 +320,15 @@ class Client:
             if isinstance(st, cm.StatusReply) and st.role == cm.Role.LEADER:
                 if best is None or st.term > best.term:
                     best, best_ep = st, endpoint
-        self._leader = best_ep
         if best is None or best_ep is None:
-            raise Unavailable("no endpoint is the leader")
+            # the leader may be a member we were not given: ask the members where it is
+            found = await members.discover_via_members(self, timeout or self.attempt_timeout)
+            if found is None:
+                self._leader = None
+                raise Unavailable("no endpoint is the leader")
+            self._by_id[found[0]] = self._leader = found[1]
+            return found
+        self._leader = best_ep
         return best.node_id, best_ep
 
     async def wait_leader(self, *, timeout: float | None = None) -> tuple[int, str]:
@@ -328,6 +339,22 @@ class Client:
                     return await self.discover_leader(timeout=self.attempt_timeout)
                 except Unavailable:
                     await trio.sleep(0.05)
+
+    async def save_snapshot(
+        self,
+        path: str,
+        *,
+        endpoint: str | None = None,
+        timeout: float | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> SavedSnapshot:
+        """Save a fresh snapshot of the cluster's state to ``path`` (like ``etcdctl
+        snapshot save``): built by ``endpoint`` (default: the leader), downloaded in
+        checksummed pieces, verified whole before ``path`` appears. See
+        ``trioraft._client_snapshot`` and docs/snapshots.md."""
+        return await save_snapshot(
+            self, path, endpoint=endpoint, timeout=timeout, progress=progress
+        )
 
     # --- routing and retries ---
     def _forget_leader(self) -> None:

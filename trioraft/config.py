@@ -53,6 +53,19 @@ class NodeConfig:
     watch_buffer: int = 1024  # events buffered per watcher before it is cancelled
     watch_progress_ms: int = 1000  # progress message to an idle watcher at least this often
     max_watchers: int = 10_000
+    # --- snapshots and log compaction (docs/snapshots.md) ---
+    snapshot_entries: int = 10_000  # snapshot once this many entries were applied since...
+    snapshot_bytes: int = 64 << 20  # ...or this many bytes of entries, whichever comes first
+    snapshot_keep: int = 2  # snapshot files kept (the newest)
+    snapshot_catchup_entries: int = 1000  # entries kept before a snapshot for slow followers
+    snapshot_chunk_bytes: int = 512 << 10  # bytes per chunk of a snapshot transfer
+    snapshot_window: int = 4  # chunks in flight (unacknowledged) per transfer
+    snapshot_dir: str | None = None  # default: <data_dir>/snapshots
+    # --- membership (docs/membership.md) ---
+    join: str = ""  # client endpoints of a running cluster to join as a learner ("": bootstrap)
+    join_as_voter: bool = True  # join: promoted to voter automatically once caught up
+    promote_lag: int = 100  # leader: promote an auto-promote learner this close to its log
+    bootstrap_timeout_ms: int = 30_000  # new cluster: wait this long at most for the members
 
     def __post_init__(self) -> None:
         peers = dict(self.peers) or {self.node_id: self.peer_addr}
@@ -87,6 +100,12 @@ class NodeConfig:
             "watch_buffer",
             "watch_progress_ms",
             "max_watchers",
+            "snapshot_entries",
+            "snapshot_bytes",
+            "snapshot_keep",
+            "snapshot_chunk_bytes",
+            "snapshot_window",
+            "bootstrap_timeout_ms",
         )
         for name in positive:
             if getattr(self, name) < 1:
@@ -98,6 +117,18 @@ class NodeConfig:
             )
         if self.max_value_bytes + self.max_key_bytes + 1024 > self.max_message_bytes:
             raise ConfigError("max_message_bytes must exceed max_key_bytes + max_value_bytes")
+        if self.promote_lag < 0:
+            raise ConfigError(f"promote_lag must be >= 0, got {self.promote_lag}")
+        if self.join and set(peers) != {self.node_id}:
+            raise ConfigError(
+                "join: a joining node learns its peers from the cluster; do not pass --peers"
+            )
+        if self.snapshot_catchup_entries < 0:
+            raise ConfigError(
+                f"snapshot_catchup_entries must be >= 0, got {self.snapshot_catchup_entries}"
+            )
+        if self.snapshot_chunk_bytes + 4096 > self.max_message_bytes:
+            raise ConfigError("max_message_bytes must exceed snapshot_chunk_bytes + 4096")
         if self.watch_history < 0:
             raise ConfigError(f"watch_history must be >= 0, got {self.watch_history}")
         if self.default_consistency not in ("linearizable", "lease", "eventual"):
@@ -156,6 +187,9 @@ class NodeConfig:
         through an address of its own (NAT, a proxy, a fault-injecting test proxy), so two
         members can list different addresses for the same peer. Give each cluster its own
         ``cluster_token`` to keep clusters with the same member ids apart.
+
+        A node that joins a running cluster (``join``) cannot derive it: it gets it from
+        the cluster and keeps it in its data dir (``Node.cluster_id``).
         """
         members = ",".join(str(i) for i in sorted(self.peers))
         digest = hashlib.blake2b(f"{self.cluster_token}|{members}".encode(), digest_size=8)

@@ -3,6 +3,7 @@
 from wire.errors import (
     ERROR_CODES,
     Busy,
+    ChangeInProgress,
     Compacted,
     ConfigError,
     InvalidRequest,
@@ -19,6 +20,7 @@ from wire.errors import (
 __all__ = [
     "ERROR_CODES",
     "Busy",
+    "ChangeInProgress",
     "Compacted",
     "ConfigError",
     "InvalidRequest",

@@ -42,8 +42,13 @@ from .messages import (
     EntryKind,
     Heartbeat,
     HeartbeatResponse,
+    PeerProbe,
     RequestVote,
     RequestVoteResponse,
+    SnapshotAck,
+    SnapshotChunk,
+    SnapshotOffer,
+    SnapshotOfferReply,
     TimeoutNow,
 )
 
@@ -53,6 +58,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "RAFT_TYPE_CODES",
     "SIGNED",
+    "SNAPSHOT_TYPE_CODES",
     "Decoded",
     "decode",
     "encode",
@@ -634,3 +640,18 @@ RAFT_TYPE_CODES: Final[dict[type, int]] = {
 for _cls, _code in RAFT_TYPE_CODES.items():
     register(_code, _cls)
 del _cls, _code
+
+# Snapshot streaming between peers (docs/snapshots.md). ``InstallSnapshot`` has no code on
+# purpose: a node builds it itself from a verified transfer; the wire cannot carry one.
+SNAPSHOT_TYPE_CODES: Final[dict[type, int]] = {
+    SnapshotOffer: 10,
+    SnapshotOfferReply: 11,
+    SnapshotChunk: 12,
+    SnapshotAck: 13,
+}
+for _cls, _code in SNAPSHOT_TYPE_CODES.items():
+    register(_code, _cls)
+del _cls, _code
+
+# Membership (trioraft.node.membership): peer connection checks at bootstrap.
+register(16, PeerProbe)

@@ -93,6 +93,14 @@ class SessionExpired(TrioraftError):
     code = 12
 
 
+class ChangeInProgress(TrioraftError):
+    """A membership change was refused because another one is still in progress (only one
+    change at a time, Raft thesis §4.1). Not retried by the client library: the caller
+    decides whether its change still makes sense once the other one has completed."""
+
+    code = 13
+
+
 ERROR_CODES: dict[int, type[TrioraftError]] = {
     cls.code: cls
     for cls in (
@@ -108,5 +116,6 @@ ERROR_CODES: dict[int, type[TrioraftError]] = {
         InvalidRequest,
         Busy,
         SessionExpired,
+        ChangeInProgress,
     )
 }

@@ -124,6 +124,112 @@ class TimeoutNow:
     term: int
 
 
+@dataclass(frozen=True, slots=True)
+class PeerProbe:
+    """A connection check between peer transports, never seen by the core: a node that
+    bootstraps a cluster sends one to each initial member to learn which are reachable
+    before its first election (trioraft.node.membership). Receivers drop it."""
+
+    src: int
+    dst: int
+    term: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotMeta:
+    """What a snapshot covers (§7): the state machine after every entry up to ``index``,
+    whose term is ``term``, and the configuration at that point: its ``voters`` and, when
+    known, the whole ``membership`` (``trioraft.core.confstate.encode_membership``; empty:
+    the configuration is the static one the nodes were started with).
+
+    Also the start of a compacted log: entries up to ``index`` are gone from it."""
+
+    index: int = 0
+    term: int = 0
+    voters: tuple[int, ...] = ()
+    membership: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    """A leader's snapshot reached this follower whole and verified (§7, InstallSnapshot).
+
+    The shell streams the file outside the core (docs/snapshots.md) and, once its SHA-256
+    checks out, steps this into its own core on behalf of the leader ``src`` (whose term
+    is ``term``). Only metadata: the data never passes through the core."""
+
+    src: int
+    dst: int
+    term: int
+    snapshot: SnapshotMeta
+
+
+class SnapshotStatus(IntEnum):
+    """A snapshot receiver's answer to an offer or a chunk (docs/snapshots.md)."""
+
+    OK = 0  # accepted/stored: continue from ``offset``
+    BAD_CHUNK = 1  # the chunk failed its CRC32: resend from ``offset``
+    OUT_OF_ORDER = 2  # not the offset expected: resend from ``offset``
+    DONE = 3  # the whole file arrived and matched its SHA-256; handed to Raft
+    FAILED = 4  # the file failed its SHA-256 (or could not be stored): start over
+    REFUSED = 5  # stale term or unknown transfer: stop
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotOffer:
+    """Leader -> follower: a transfer of snapshot (``index``, ``snap_term``) of ``size``
+    bytes whose SHA-256 is ``sha256`` is about to start (or resume)."""
+
+    src: int
+    dst: int
+    term: int
+    index: int
+    snap_term: int
+    size: int
+    sha256: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotOfferReply:
+    """Follower -> leader: go on from byte ``offset`` (0, or where a cut transfer of the
+    same file stopped), or stop (``REFUSED``)."""
+
+    src: int
+    dst: int
+    term: int
+    index: int
+    status: SnapshotStatus
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotChunk:
+    """Leader -> follower: bytes ``[offset, offset + len(data))`` of the snapshot file;
+    ``crc32`` is ``zlib.crc32(data)``; ``last`` marks the chunk that ends the file."""
+
+    src: int
+    dst: int
+    term: int
+    index: int
+    offset: int
+    crc32: int
+    data: bytes
+    last: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotAck:
+    """Follower -> leader, for every chunk: ``offset`` is how many bytes the follower has
+    stored in order, so the next byte it wants (see ``SnapshotStatus``)."""
+
+    src: int
+    dst: int
+    term: int
+    index: int
+    status: SnapshotStatus
+    offset: int
+
+
 Message = (
     RequestVote
     | RequestVoteResponse
@@ -132,6 +238,11 @@ Message = (
     | Heartbeat
     | HeartbeatResponse
     | TimeoutNow
+    | InstallSnapshot
+    | SnapshotOffer
+    | SnapshotOfferReply
+    | SnapshotChunk
+    | SnapshotAck
 )
 
 RAFT_MESSAGE_TYPES: tuple[type, ...] = (
@@ -145,4 +256,19 @@ RAFT_MESSAGE_TYPES: tuple[type, ...] = (
 )
 
 # Requests travel on the sender's DEALER; responses travel back through the receiver's ROUTER.
-RESPONSE_TYPES: tuple[type, ...] = (RequestVoteResponse, AppendEntriesResponse, HeartbeatResponse)
+RESPONSE_TYPES: tuple[type, ...] = (
+    RequestVoteResponse,
+    AppendEntriesResponse,
+    HeartbeatResponse,
+    SnapshotOfferReply,
+    SnapshotAck,
+)
+
+# Snapshot streaming (docs/snapshots.md): handled by the nodes' snapshot tasks, never by the
+# core. Offers and chunks travel like requests, replies and acks like responses.
+SNAPSHOT_TRANSFER_TYPES: tuple[type, ...] = (
+    SnapshotOffer,
+    SnapshotOfferReply,
+    SnapshotChunk,
+    SnapshotAck,
+)

@@ -100,6 +100,30 @@ class ProcessCluster:
                 cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, cwd=REPO
             )
 
+    def start_joining(self, node_id: int, join: list[str], *, learner: bool = False) -> None:
+        """Start ``node_id`` as a new member that joins the running cluster through the
+        client endpoints ``join`` (``trioraft run --join``; a restart finds its data)."""
+        assert node_id not in self.procs or self.procs[node_id].poll() is not None
+        cmd = [
+            *node_command(
+                node_id,
+                {node_id: self.peers[node_id]},
+                self.clients[node_id],
+                str(self.data_dir(node_id)),
+                self.tick_ms,
+            ),
+            "--join",
+            ",".join(join),
+        ]
+        cmd.remove("--peers")
+        cmd.remove(f"{node_id}={self.peers[node_id]}")
+        if learner:
+            cmd.append("--learner")
+        with self.log_path(node_id).open("ab") as logf:
+            self.procs[node_id] = subprocess.Popen(
+                cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, cwd=REPO
+            )
+
     def start_all(self) -> None:
         for node_id in sorted(self.peers):
             self.start(node_id)

@@ -53,6 +53,7 @@ from typing import Any
 
 from sim import describe
 
+from scenarios.conf_commands import register as register_conf_commands
 from trioraft.core import CoreConfig, RawNode, Ready, Role
 from trioraft.core.progress import ProgressState
 from wire.errors import TrioraftError
@@ -163,6 +164,7 @@ class Env:
             "raft-log": self.raft_log,
             "lease": self.lease,
         }
+        register_conf_commands(self)  # conf-change, conf (scenarios/conf_commands.py)
 
     # --- plumbing ------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from trioraft.core import Ready
+from trioraft.core.confstate import decode_membership
 from wire.messages import (
     AppendEntries,
     AppendEntriesResponse,
@@ -39,6 +40,12 @@ def data_repr(data: bytes) -> str:
 def entry(e: Entry) -> str:
     if e.kind is EntryKind.NOOP and not e.data:
         return f"{e.term}/{e.index} NOOP"
+    if e.kind is EntryKind.CONFIG:
+        try:
+            conf = str(decode_membership(e.data).conf)
+        except ValueError:
+            conf = data_repr(e.data)
+        return f"{e.term}/{e.index} CONFIG {conf}"
     return f"{e.term}/{e.index} {e.kind.name} {data_repr(e.data)}"
 
 

@@ -188,8 +188,8 @@ def decode_membership(data: bytes) -> Membership:
     """Inverse of ``encode_membership``; ``ValueError`` if malformed."""
     try:
         doc = json.loads(data)
-        if doc.get("v") != FORMAT:
-            raise ValueError(f"unknown membership format {doc.get('v')!r}")
+        if not isinstance(doc, dict) or doc.get("v") != FORMAT:
+            raise ValueError("not a membership of format 1")
         conf = ConfState(
             _ids(doc["voters"]),
             _ids(doc["outgoing"]),

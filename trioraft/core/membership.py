@@ -112,10 +112,14 @@ def restore(raft: Raft, index: int, membership: Membership) -> None:
 
 def apply_conf(raft: Raft) -> None:
     """Make the configuration in force the one ``raft`` uses: its voters (joint or not),
-    who it replicates to, and, on a leader, one ``Progress`` per member."""
+    who it replicates to, and, on a leader, one ``Progress`` per member.
+
+    Members of the committed configuration are replicated to until the one that removes
+    them commits, so that a removed node learns of its removal (it then stops campaigning
+    and refuses to restart as a member)."""
     c = raft.conf_log.current.conf
     raft.voters = JointConfig.of(c.voters, c.voters_outgoing)
-    members = c.ids()
+    members = c.ids() | raft.conf_log.at(raft.log.committed)[1].conf.ids()
     raft.peers = tuple(sorted(members - {raft.id}))  # replication targets, learners too
     raft.voter_peers = tuple(sorted(raft.voters.ids - {raft.id}))
     if raft.role is not Role.LEADER:
@@ -131,6 +135,19 @@ def apply_conf(raft: Raft) -> None:
             )
     for node in [n for n in raft.prs if n not in members and n != raft.id]:
         del raft.prs[node]  # the leader keeps its own progress: it counts what is durable
+
+
+def promotable(raft: Raft) -> bool:
+    """Whether this node may start elections: a voter of the configuration in force, or
+    of the committed one while a newer one is not committed yet (thesis §4.2.2: a server
+    removed by an uncommitted C_new may be needed to commit it, e.g. the only one holding
+    it). Its own vote counts only if it is a voter of the configuration in force."""
+    if raft.id in raft.voters:
+        return True
+    committed = raft.log.committed
+    if raft.conf_log.current_index <= committed:
+        return False
+    return raft.conf_log.at(committed)[1].conf.is_voter(raft.id)
 
 
 def propose_change(raft: Raft, changes: Sequence[ConfChange]) -> tuple[int, int]:
@@ -152,9 +169,15 @@ def propose_change(raft: Raft, changes: Sequence[ConfChange]) -> tuple[int, int]
             f"a membership change is in progress (joint configuration {current.conf} at "
             f"index {index}); retry once it completes"
         )
-    if not raft.committed_in_term():
+    pitfall = "single_server_change" in raft.config.planted_bugs  # TEST-ONLY planted bug
+    if not raft.committed_in_term() and not pitfall:
         raise Busy("the new leader has not committed an entry of its term yet; retry")
-    return append_conf(raft, plan(current, changes))
+    target = plan(current, changes)
+    if pitfall and target.conf.joint:
+        new, old = set(target.conf.voters), set(target.conf.voters_outgoing)
+        if len(new ^ old) == 1:  # PLANTED BUG: one voter changed without a joint config
+            target = leave_joint(target)
+    return append_conf(raft, target)
 
 
 def append_conf(raft: Raft, m: Membership) -> tuple[int, int]:
@@ -174,6 +197,8 @@ def after_commit(raft: Raft) -> None:
     if raft.conf_log.current_index > committed:
         return  # the latest configuration is not committed yet
     conf = raft.conf_log.current.conf
+    if set(raft.peers) != conf.ids() - {raft.id}:
+        apply_conf(raft)  # a removal committed: stop replicating to the removed
     if conf.joint:
         append_conf(raft, leave_joint(raft.conf_log.current))
     elif raft.id not in conf.voters:
@@ -207,4 +232,4 @@ def has_work(raft: Raft) -> bool:
     if raft.role is not Role.LEADER or raft.conf_log.current_index > raft.log.committed:
         return False
     conf = raft.conf_log.current.conf
-    return conf.joint or raft.id not in conf.voters
+    return conf.joint or raft.id not in conf.voters or set(raft.peers) != conf.ids() - {raft.id}

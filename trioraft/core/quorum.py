@@ -114,6 +114,4 @@ class JointConfig:
 
     def has_quorum(self, ids: Iterable[int]) -> bool:
         ids = set(ids)
-        return self.incoming.has_quorum(ids) and (
-            not self.joint or self.outgoing.has_quorum(ids)
-        )
+        return self.incoming.has_quorum(ids) and (not self.joint or self.outgoing.has_quorum(ids))

@@ -120,7 +120,7 @@ class Raft:
 
     @property
     def promotable(self) -> bool:
-        return self.id in self.voters
+        return conf.promotable(self)
 
     def committed_in_term(self) -> bool:
         return self.log.term_at(self.log.committed) == self.term
@@ -413,7 +413,10 @@ class Raft:
                 # A deposed leader that cannot learn our term from votes (we ignore theirs
                 # while in lease, or we pre-vote) learns it here and steps down.
                 self._respond_append(m.src, success=False, index=0)
-            elif isinstance(m, RequestVote) and m.pre_vote:
+            elif isinstance(m, RequestVote):
+                # Figure 2: reply false with our term, so the candidate catches up. Without
+                # it a candidate that nobody else talks to (e.g. the only voter beside a
+                # removed node that keeps raising our term) could never catch up (§4.2.3).
                 self._respond_vote(m, granted=False)
             return
         if isinstance(m, RequestVote):

@@ -18,7 +18,8 @@ the raft loop (docs/snapshots.md). The flow, in the style of etcd-io/raft:
   checked out. At or below the commit index it is stale: answered with the commit index.
   If the log already holds the snapshot's last entry (same term, §7: "retain log entries
   following it") only the commit index moves. Otherwise the log is replaced: empty from
-  ``index + 1``, committed and applied up to ``index``, and ``Ready.snapshot`` tells the
+  ``index + 1``, committed and applied up to ``index``, the snapshot's configuration in
+  force (when it names one: ``SnapshotMeta.membership``), and ``Ready.snapshot`` tells the
   shell to install the data before the success answer leaves.
 """
 
@@ -26,6 +27,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from trioraft.core import membership as conf
+from trioraft.core.confstate import decode_membership
 from trioraft.core.progress import ProgressState
 from trioraft.core.types import CoreInvariantError, Role, SnapshotNeeded
 from wire.messages import InstallSnapshot, SnapshotMeta
@@ -95,7 +98,13 @@ def handle_install(raft: Raft, m: InstallSnapshot) -> None:
         log.commit_to(meta.index)  # we hold that entry: keep the log, move the commit
         raft._respond_append(m.src, success=True, index=meta.index)
         return
+    try:
+        membership = decode_membership(meta.membership) if meta.membership else None
+    except ValueError:
+        return  # no correct leader sends this; the transfer will be retried
     log.restore(meta.index, meta.term)
+    if membership is not None:
+        conf.restore(raft, meta.index, membership)
     raft.snapshots.restored = meta
     raft._respond_append(m.src, success=True, index=meta.index)
 

@@ -6,7 +6,9 @@ Three namespaces, told apart by the first byte, so that no user key can reach th
                              version) followed by the value bytes
     b"s" + session id (u64)  a client session: CBOR [last_seq, last_stamp, result]
     b"m" + name              state-machine metadata: b"mlayout" (layout version, u64),
-                             b"mclock" (log time in ms, u64)
+                             b"mclock" (log time in ms, u64), b"mmembership" (the
+                             cluster membership as of the applied index, JSON: see
+                             trioraft.kv.membership)
 
 Revisions are log indexes. The envelope is a fixed 25-byte header rather than CBOR: it is
 decoded on every read, and a struct unpack is several times cheaper.
@@ -26,6 +28,7 @@ USER: Final = b"k"
 SESSION: Final = b"s"
 META_LAYOUT: Final = b"mlayout"
 META_CLOCK: Final = b"mclock"
+META_MEMBERSHIP: Final = b"mmembership"  # trioraft.kv.membership: membership at applied
 LAYOUT_VERSION: Final = 1
 
 _USER_END: Final = b"l"  # the first key after the user namespace

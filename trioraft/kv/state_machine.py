@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storage.base import KvOp, Store
+from trioraft.core.confstate import Membership
 from trioraft.kv import layout
 from trioraft.kv.commands import (
     Delete,
@@ -28,6 +29,7 @@ from trioraft.kv.commands import (
     Write,
     decode_command,
 )
+from trioraft.kv.membership import MembershipRecord
 from trioraft.kv.sessions import Result, Session, SessionTable, decode_result, encode_result
 from wire.client_messages import (
     Compare,
@@ -59,6 +61,8 @@ class Applied:
 
     results: dict[int, Any] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
+    # (index, membership after it) for each applied entry that changed the membership
+    memberships: list[tuple[int, Membership]] = field(default_factory=list)
 
 
 class KVStateMachine:
@@ -77,6 +81,7 @@ class KVStateMachine:
         raw_clock = store.get(layout.META_CLOCK)
         self._clock = layout.unpack_u64(raw_clock) if raw_clock else 0
         self.sessions = SessionTable(store, ttl_ms=session_ttl_ms, max_sessions=max_sessions)
+        self.membership = MembershipRecord(store)
         # per batch: storage writes, and the values they leave (reads see earlier writes)
         self._ops: list[KvOp] = []
         self._overlay: dict[bytes, bytes | None] = {}
@@ -97,6 +102,18 @@ class KVStateMachine:
                 f"data dir {self._store.path}: state machine data predates the value "
                 "envelope (layout 0); start from an empty data dir"
             )
+
+    def reload(self) -> None:
+        """The store's state machine was replaced (a snapshot was installed, see
+        docs/snapshots.md): read applied index, clock and sessions again."""
+        self._applied = self._store.applied_index()
+        self._check_layout()
+        raw_clock = self._store.get(layout.META_CLOCK)
+        self._clock = layout.unpack_u64(raw_clock) if raw_clock else 0
+        self.sessions = SessionTable(
+            self._store, ttl_ms=self.sessions.ttl_ms, max_sessions=self.sessions.max_sessions
+        )
+        self.membership.reload()
 
     @property
     def applied(self) -> int:
@@ -120,6 +137,7 @@ class KVStateMachine:
         except BaseException:
             # nothing is stored: forget the batch, so that a retry starts from scratch
             self.sessions.rollback()
+            self.membership.rollback()
             self._clock = clock
             raise
         finally:
@@ -135,6 +153,7 @@ class KVStateMachine:
                 continue
             last = entry.index
             if entry.kind != EntryKind.NORMAL:
+                self.membership.stage(entry, self._ops, out.memberships)
                 continue
             try:
                 cmd, stamp = decode_command(entry.data)
@@ -158,6 +177,7 @@ class KVStateMachine:
             self._applied = last
             self._layout_missing = False
         self.sessions.commit()
+        self.membership.commit()
 
     def _apply_in_session(self, rev: int, cmd: InSession) -> Result:
         sid, seq = cmd.session_id, cmd.seq

@@ -29,6 +29,8 @@ from trioraft.kv.commands import (
 )
 from trioraft.node.watch import Offer, StreamReply
 from wire import client_messages as cm
+from wire import member_messages as mm
+from wire import snapshot_messages as snap_msg
 from wire.codec import decode, encode
 from wire.errors import InvalidRequest, TrioraftError, WireError
 from wire.zsock import open_router
@@ -61,6 +63,14 @@ class NodeServices(Protocol):
     def open_watch(self, req: cm.WatchRequest, out: StreamReply) -> None: ...
 
     def cancel_watch(self, key: Hashable) -> None: ...
+
+    def admin(self, req: object, reply: Replier) -> None: ...
+
+    def snapshot_save(self, reply: Send) -> None: ...
+
+    def snapshot_read(
+        self, index: int, term: int, offset: int, length: int, reply: Send
+    ) -> None: ...
 
 
 class Replier(StreamReply, Protocol):
@@ -104,6 +114,12 @@ def dispatch(services: NodeServices, limits: Limits, req: object, reply: Replier
             services.cancel_watch(reply.stream_key(watch_id))
         case cm.StatusRequest():
             reply(services.status_reply())
+        case snap_msg.SnapshotSaveRequest():
+            services.snapshot_save(reply)
+        case snap_msg.SnapshotReadRequest(index, term, offset, length):
+            services.snapshot_read(index, term, offset, length, reply)
+        case _ if isinstance(req, mm.ADMIN_REQUESTS):
+            services.admin(req, reply)
         case _:
             raise WireError(f"{type(req).__name__} is not a client request")
 

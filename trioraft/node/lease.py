@@ -30,7 +30,7 @@ class LeaseTracker:
         self.node_id = node_id
         self.voters = tuple(sorted(voters))
         self.lease_seconds = lease_seconds
-        self._quorum = len(self.voters) // 2 + 1
+        self._halves = [self.voters]  # two while a membership change is joint
         self._term = 0
         self._sent: deque[tuple[int, float]] = deque()  # (round, time sent), increasing
         self._acked: dict[int, int] = {}  # voter -> highest round acknowledged
@@ -51,15 +51,24 @@ class LeaseTracker:
         if m.context and m.term == self._term and m.context > self._acked.get(m.src, 0):
             self._acked[m.src] = m.context
 
+    def set_voters(self, voters: Iterable[int], outgoing: Iterable[int] = ()) -> None:
+        """The configuration in force changed: its voters, and while joint (thesis §4.3)
+        the outgoing ones too; then a quorum of each half must have acknowledged a round."""
+        self.voters = tuple(sorted(voters))
+        self._halves = [h for h in (self.voters, tuple(sorted(outgoing))) if h]
+
     def valid_until(self) -> float:
         """Monotonic time until which the lease holds (-inf if it never started)."""
-        if len(self.voters) == 1:
+        if self._halves == [(self.node_id,)]:
             return float("inf")  # no other node can be elected
-        rounds = sorted((self._acked.get(v, 0) for v in self.voters), reverse=True)
-        confirmed = rounds[self._quorum - 1]
+        confirmed = min(self._confirmed(half) for half in self._halves)
         sent = self._sent
         while len(sent) > 1 and sent[1][0] <= confirmed:
             sent.popleft()
         if sent and sent[0][0] == confirmed:
             return sent[0][1] + self.lease_seconds
         return float("-inf")
+
+    def _confirmed(self, voters: tuple[int, ...]) -> int:
+        rounds = sorted((self._acked.get(v, 0) for v in voters), reverse=True)
+        return rounds[len(voters) // 2]

@@ -36,15 +36,27 @@ import trio
 import zmq
 
 from storage import Identity, Store, open_store
+from storage.base import SnapshotStore
 from trioraft.config import NodeConfig
 from trioraft.core import CoreConfig, RawNode, Ready, Role, SoftState
+from trioraft.core.confstate import encode_membership
 from trioraft.kv.commands import Command, InSession, Limits, RegisterSession, encode_command
 from trioraft.kv.state_machine import KVStateMachine
+from trioraft.node.bootstrap import JoinResult, check_flags, recover
 from trioraft.node.clients import ClientServer, Replier, Send, dispatch
 from trioraft.node.lease import LeaseTracker
+from trioraft.node.membership import CoreCall, MembershipService
 from trioraft.node.notify import WatchedValue
 from trioraft.node.peers import PeerTransport
 from trioraft.node.reads import KeyRead, RangeRead
+from trioraft.node.snapshots import (
+    CompactLog,
+    InstallRequest,
+    SnapshotReport,
+    SnapshotService,
+    redo_pending_install,
+    snapshot_dir_for,
+)
 from trioraft.node.storage_guard import StorageGuard
 from trioraft.node.waiters import Read, Waiters
 from trioraft.node.watch import StreamReply, WatchHub
@@ -88,6 +100,13 @@ class NodeBuilder:
         self.config = config
         self._store: Store | None = None
         self._seed: int | None = None
+        self._join: JoinResult | None = None
+
+    def with_join(self, join: JoinResult) -> NodeBuilder:
+        """This node joins a running cluster: ``join`` is what ``join_cluster`` returned
+        (only for a new data dir; a restarted node finds its membership there)."""
+        self._join = join
+        return self
 
     def with_store(self, store: Store) -> NodeBuilder:
         self._store = store
@@ -100,9 +119,13 @@ class NodeBuilder:
     def start(self) -> Node:
         """Open storage and recover; raises ``StorageError`` (dir in use, corrupt, foreign)."""
         cfg = self.config
-        store = self._store or open_store(cfg.data_dir, Identity(cfg.cluster_id, cfg.node_id))
+        cluster_id = self._join.cluster_id if self._join else cfg.cluster_id
+        adopt = bool(cfg.join) and self._join is None  # a restarted node that once joined
+        store = self._store or open_store(
+            cfg.data_dir, Identity(cluster_id, cfg.node_id), adopt_cluster=adopt
+        )
         try:
-            return Node(cfg, store, random.Random(self._seed))
+            return Node(cfg, store, random.Random(self._seed), join=self._join)
         except BaseException as exc:
             if self._store is None:
                 store.close()
@@ -114,11 +137,22 @@ class NodeBuilder:
 class Node:
     """One Raft node. ``await node.run()`` serves until cancelled, then closes its storage."""
 
-    def __init__(self, config: NodeConfig, store: Store, rng: random.Random) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        store: Store,
+        rng: random.Random,
+        *,
+        join: JoinResult | None = None,
+    ) -> None:
         self.config = config
         self.node_id = config.node_id
-        self.cluster_id = config.cluster_id
+        self.cluster_id = store.identity.cluster_id  # a joining node got it from the cluster
         self._store = store
+        sdir = snapshot_dir_for(config, store)
+        if sdir is not None:
+            assert isinstance(store, SnapshotStore)
+            redo_pending_install(store, sdir)  # a crash interrupted an install: finish it
         self._sm = KVStateMachine(
             store,
             session_ttl_ms=config.session_ttl_ms,
@@ -126,6 +160,9 @@ class Node:
             max_range_bytes=min(4 << 20, config.max_message_bytes // 4),
         )
         state = store.load_raft_state()
+        start = state.snapshot  # where a compacted log starts (docs/snapshots.md)
+        # membership as stored with the state machine, else a snapshot's, else --peers
+        base_index, base = recover(config, self._sm.membership, store, start, join)
         self._core = RawNode(
             CoreConfig(
                 node_id=config.node_id,
@@ -136,6 +173,8 @@ class Node:
                 check_quorum=config.check_quorum,
                 max_append_bytes=config.max_append_bytes,
                 max_inflight=config.max_inflight,
+                peer_addr=config.peer_addr,
+                client_addr=config.client_addr,
             ),
             hard_state=state.hard_state,
             entries=state.entries,
@@ -145,7 +184,14 @@ class Node:
             # heartbeat before its first hard state is synced, so "empty on disk" does not
             # prove it never backed a leader's lease. It costs one election timeout at the
             # first start of a new cluster.
+            snapshot=start,
+            membership=base,
+            membership_index=min(base_index, self._sm.applied),
         )
+        check_flags(config, self._core.membership, self._core.membership_index)
+        self.members = MembershipService(self, config, (base_index, base))
+        fresh = not state.entries and state.hard_state.term == 0 and start is None
+        self.members.start_bootstrap(self._core, fresh)
         self._storage = StorageGuard(config.node_id, store, lambda: self._sm.applied)
         self._limits = Limits(config.max_key_bytes, config.max_value_bytes, config.max_txn_ops)
         self._default_read = cm.Consistency[config.default_consistency.upper()]
@@ -163,11 +209,26 @@ class Node:
         self._leader = WatchedValue[LeaderInfo | None](None)
         self._inbox_send, self._inbox = trio.open_memory_channel[Any](INBOX_SIZE)
         self._persist_send, self._persist_recv = trio.open_memory_channel[Ready](1)
-        self._apply_send, self._apply_recv = trio.open_memory_channel[tuple[Entry, ...]](
-            APPLY_QUEUE
-        )
+        self._apply_send, self._apply_recv = trio.open_memory_channel[
+            tuple[Entry, ...] | InstallRequest
+        ](APPLY_QUEUE)
         self._persisting = False
         self._core_hard_state = (state.hard_state.term, state.hard_state.vote)
+        self._install_done: trio.Event | None = None
+        self._snapshots: SnapshotService | None = None
+        if sdir is not None:
+            assert isinstance(store, SnapshotStore)
+            self._snapshots = SnapshotService(
+                config,
+                store,
+                sdir,
+                status=lambda: self._core.status,
+                config_at=self._config_at,
+                applied=lambda: self._sm.applied,
+                events=self._inbox_send,
+                send=self._send_peers,
+                log_start=start.index if start is not None else 0,
+            )
         self._transport: PeerTransport | None = None
         self._clients: ClientServer | None = None
         self.peer_addr = config.peer_addr
@@ -191,6 +252,7 @@ class Node:
                 deliver=self._deliver,
                 max_message=self.config.max_message_bytes,
             )
+            self.members.attach(self._transport, self._core)  # peers of the membership
             self._clients = ClientServer(
                 ctx,
                 bind_addr=self.config.client_addr,
@@ -208,6 +270,9 @@ class Node:
                 len(self.config.peers),
             )
             async with trio.open_nursery() as nursery:
+                if self._snapshots is not None:
+                    self._transport.on_snapshot = self._snapshots.on_message
+                    await nursery.start(self._snapshots.run)
                 nursery.start_soon(self._transport.run)
                 nursery.start_soon(self._clients.run)
                 nursery.start_soon(self._watch.run)
@@ -220,6 +285,7 @@ class Node:
             log.error("node %d: stopping: %s", self.node_id, error)
             raise error from None
         finally:
+            self.members.close()
             self._waiters.fail_all()
             self._watch.cancel_all(Unavailable.code, f"node {self.node_id} is shutting down")
             self._leader.close()
@@ -283,6 +349,8 @@ class Node:
         if consistency == cm.Consistency.DEFAULT:
             consistency = self._default_read
         if consistency == cm.Consistency.EVENTUAL:
+            if self._snapshots is not None and self._snapshots.installing:
+                raise Unavailable(f"node {self.node_id} is installing a snapshot")
             read.serve(self._sm.applied)
             return
         self._check_leader()
@@ -307,6 +375,16 @@ class Node:
 
     def cancel_watch(self, key: Hashable) -> None:
         self._watch.cancel(key)
+        self.members.cancel_watch(key)
+
+    def admin(self, req: object, reply: Replier) -> None:
+        """A cluster-management request (``wire.member_messages``): see ``MembershipService``."""
+        self.members.handle(req, reply)
+
+    def membership_change_notifier(self) -> Any:
+        """Async iterator of ``ClusterMembership``: the committed membership first, then one
+        per committed change (as this node applies them). Ends when the node stops."""
+        return self.members.hub.subscribe()
 
     def _check_leader(self) -> None:
         st = self._core.status
@@ -347,7 +425,8 @@ class Node:
             if self._storage.failing:
                 self._step_down_for_storage()
             elif now >= next_tick:
-                self._core.tick()
+                if self.members.on_tick(self._core):  # False while a new cluster boots
+                    self._core.tick()
                 # after a stall, tick once and resume the cadence rather than burst
                 next_tick = max(next_tick + period, now + period / 2)
             if not self._persisting and self._core.has_ready():
@@ -370,6 +449,13 @@ class Node:
                 event.read.fail(exc)
         elif isinstance(event, _Persisted):
             self._finish_ready(event.ready)
+        elif isinstance(event, CompactLog):
+            if self._snapshots is not None:  # the raft loop owns the core
+                self._snapshots.compact(self._core, min(event.index, self._sm.applied))
+        elif isinstance(event, CoreCall):
+            event.fn(self._core)
+        elif isinstance(event, SnapshotReport):
+            self._core.report_snapshot(event.peer, event.ok)
         else:
             if type(event) is HeartbeatResponse:
                 self._lease.on_response(event)
@@ -377,6 +463,7 @@ class Node:
 
     async def _take_ready(self) -> None:
         rd = self._core.ready()
+        self.members.after_ready(self._core)  # the peers of a new configuration first
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state)
         assert self._transport is not None
@@ -384,10 +471,18 @@ class Node:
         self._transport.send(rd.messages)
         for rs in rd.read_states:
             self._waiters.read_confirmed(rs.context, rs.index, self._sm.applied)
+        for req in rd.snapshot_requests:
+            if self._snapshots is None or not self._snapshots.on_needed(req):
+                self._core.report_snapshot(req.to, False)
         if rd.committed_entries:
             # Already durable here (the core's contract): apply while this Ready persists.
             await self._apply_send.send(rd.committed_entries)
-        if not rd.entries and rd.hard_state is None and not rd.persisted_messages:
+        if rd.snapshot is not None:
+            # after the batches before it; the persist task waits for it (docs/snapshots.md)
+            self._install_done = trio.Event()
+            await self._apply_send.send(InstallRequest(rd.snapshot, self._install_done))
+        no_persist = not rd.entries and rd.hard_state is None and rd.snapshot is None
+        if no_persist and not rd.persisted_messages:
             self._core.advance(rd)
             return
         self._persisting = True
@@ -431,6 +526,8 @@ class Node:
         assert self._transport is not None
         synced = self._core_hard_state
         async for rd in self._persist_recv:
+            if rd.snapshot is not None and self._install_done is not None:
+                await self._install_done.wait()  # the snapshot's data first, then its ack
             hs = rd.hard_state
             if rd.entries or hs is not None:
                 must_sync = bool(rd.entries) or (hs is not None and (hs.term, hs.vote) != synced)
@@ -450,14 +547,55 @@ class Node:
     # --- apply: the only task that writes the state machine ---
     async def _apply_loop(self) -> None:
         async for entries in self._apply_recv:
+            if isinstance(entries, InstallRequest):
+                await self._install(entries)
+                continue
+            if self._snapshots is not None:
+                self._snapshots.note_applied(entries)
             out = await self._storage.write("apply", partial(self._apply_batch, entries))
             for entry in entries:
                 self._waiters.resolve_applied(entry.index, entry.term, out.results.get(entry.index))
+            self.members.on_applied(entries, out.memberships)
             self._watch.publish(out.events, self._sm.applied)
             self._waiters.serve_reads(self._sm.applied)
 
     async def _apply_batch(self, entries: tuple[Entry, ...]) -> Any:
         return self._sm.apply(entries)  # one attempt, for StorageGuard.write
+
+    # --- snapshots (docs/snapshots.md) ---
+    async def _install(self, item: InstallRequest) -> None:
+        """Apply task: replace the state machine by a received snapshot."""
+        assert self._snapshots is not None
+        await self._storage.write("apply", partial(self._snapshots.install, item.meta))
+        self._sm.reload()
+        self._watch.reset(self._sm.applied)
+        self._waiters.fail_through(
+            item.meta.index,
+            Unavailable("a snapshot replaced this node's log; the write may have applied"),
+        )
+        self._waiters.serve_reads(self._sm.applied)
+        item.done.set()
+
+    def _config_at(self, index: int) -> tuple[tuple[int, ...], bytes]:
+        """The configuration in force at applied ``index``: its voters, and encoded."""
+        _at, membership = self._core.committed_membership(index)
+        return membership.conf.voters, encode_membership(membership)
+
+    def _send_peers(self, messages: Any) -> None:
+        if self._transport is not None:
+            self._transport.send(messages)
+
+    def snapshot_save(self, reply: Send) -> None:
+        """Client: build a snapshot now and answer ``SnapshotSaveReply``."""
+        if self._snapshots is None:
+            raise Unavailable(f"node {self.node_id} keeps no snapshots (no data dir)")
+        self._snapshots.start_save(reply)
+
+    def snapshot_read(self, index: int, term: int, offset: int, length: int, reply: Send) -> None:
+        """Client: a piece of a kept snapshot (``SnapshotReadReply``)."""
+        if self._snapshots is None:
+            raise Unavailable(f"node {self.node_id} keeps no snapshots (no data dir)")
+        reply(self._snapshots.read(index, term, offset, length))
 
 
 def _first_error(group: BaseExceptionGroup[StorageError]) -> StorageError:

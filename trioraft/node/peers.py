@@ -23,7 +23,7 @@ import zmq
 
 from wire.codec import decode, encode, node_routing_id, routing_id_node
 from wire.errors import WireError
-from wire.messages import RESPONSE_TYPES, Message
+from wire.messages import RESPONSE_TYPES, SNAPSHOT_TRANSFER_TYPES, Message, PeerProbe
 from wire.zsock import TrioSocket, open_dealer, open_router
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,61 @@ class PeerTransport:
         self.dropped: Counter[str] = Counter()  # why messages were dropped, for status/metrics
         self._warned: set[tuple[int, str]] = set()
         self._drop: Callable[[Message], bool] | None = None
+        # Snapshot streams (docs/snapshots.md) go to the node's snapshot task, not the core.
+        self.on_snapshot: Callable[[Message], None] | None = None
+        # Membership changes add and remove peers while running (``update_peers``).
+        self._nursery: trio.Nursery | None = None
+        self._scopes: dict[int, trio.CancelScope] = {}
+        self._dealers: dict[int, TrioSocket] = {}
+
+    def update_peers(self, peers: Mapping[int, str]) -> None:
+        """The membership changed: open a DEALER (and its task) for each new peer, close
+        those of removed peers, and reconnect a peer whose address changed."""
+        wanted = {pid: addr for pid, addr in peers.items() if pid != self.node_id}
+        for pid in [p for p, addr in self._peers.items() if wanted.get(p) != addr]:
+            del self._peers[pid]
+            scope = self._scopes.pop(pid, None)
+            if scope is not None:
+                scope.cancel()
+            self._queues.pop(pid)[0].close()
+        for pid, addr in wanted.items():
+            if pid not in self._peers:
+                self._peers[pid] = addr
+                self._queues[pid] = trio.open_memory_channel[Message](PEER_QUEUE)
+                if self._nursery is not None:
+                    self._start_peer(pid, addr)
+
+    @property
+    def peers(self) -> dict[int, str]:
+        """The peers this transport connects to, by node id."""
+        return dict(self._peers)
+
+    def probe(self) -> set[int]:
+        """The peers whose connection is up now: a ``PeerProbe`` was accepted by their
+        DEALER (``IMMEDIATE`` refuses sends while no connection is complete)."""
+        up: set[int] = set()
+        for pid, dealer in list(self._dealers.items()):
+            frames = encode(PeerProbe(self.node_id, pid), cluster_id=self.cluster_id)
+            try:
+                if dealer.send_multipart_nowait(frames):
+                    up.add(pid)
+            except (WireError, trio.ClosedResourceError):
+                pass
+        return up
+
+    def _start_peer(self, pid: int, addr: str) -> None:
+        assert self._nursery is not None
+        scope = self._scopes[pid] = trio.CancelScope()
+        self._nursery.start_soon(self._peer_task, pid, addr, scope)
+
+    def _route(self, msg: Message) -> None:
+        if isinstance(msg, PeerProbe):
+            return  # a connection check (``probe``): nothing to do
+        if isinstance(msg, SNAPSHOT_TRANSFER_TYPES):
+            if self.on_snapshot is not None:
+                self.on_snapshot(msg)
+        else:
+            self._deliver(msg)
 
     def set_drop_filter(self, drop: Callable[[Message], bool] | None) -> None:
         """TEST-ONLY fault hook: drop every message, sent or received, for which ``drop``
@@ -95,9 +150,10 @@ class PeerTransport:
         """Serve until cancelled; closes every socket on the way out."""
         try:
             async with trio.open_nursery() as nursery:
+                self._nursery = nursery
                 nursery.start_soon(self._recv_requests)
                 for pid, addr in self._peers.items():
-                    nursery.start_soon(self._peer_task, pid, addr)
+                    self._start_peer(pid, addr)
         finally:
             self._router.close()
 
@@ -107,28 +163,41 @@ class PeerTransport:
                 msg = self._decode(frames[1:], claimed=frames[0])
                 if msg is not None and not isinstance(msg, RESPONSE_TYPES):
                     if self._drop is None or not self._drop(msg):
-                        self._deliver(msg)
+                        self._route(msg)
 
-    async def _peer_task(self, peer_id: int, addr: str) -> None:
+    async def _peer_task(self, peer_id: int, addr: str, scope: trio.CancelScope) -> None:
+        receive = self._queues[peer_id][1]
         dealer = open_dealer(
             self._ctx, addr, routing_id=node_routing_id(self.node_id), immediate=True
         )
-        with dealer:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._recv_responses, peer_id, dealer)
-                receive = self._queues[peer_id][1]
-                while True:
-                    batch = [await receive.receive()]
-                    while len(batch) < RECV_BATCH:
-                        try:
-                            batch.append(receive.receive_nowait())
-                        except trio.WouldBlock:
-                            break
-                    for msg in batch:
-                        if not dealer.send_multipart_nowait(
-                            encode(msg, cluster_id=self.cluster_id)
-                        ):
-                            self.dropped["peer unreachable"] += 1
+        self._dealers[peer_id] = dealer
+        try:
+            with scope, dealer:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._recv_responses, peer_id, dealer)
+                    await self._send_loop(dealer, receive)
+                    nursery.cancel_scope.cancel()  # removed from the membership
+        finally:
+            if self._dealers.get(peer_id) is dealer:
+                del self._dealers[peer_id]
+
+    async def _send_loop(
+        self, dealer: TrioSocket, receive: trio.MemoryReceiveChannel[Message]
+    ) -> None:
+        """Send what the raft loop queued for this peer until its queue is closed."""
+        while True:
+            try:
+                batch = [await receive.receive()]
+            except (trio.ClosedResourceError, trio.EndOfChannel):
+                return
+            while len(batch) < RECV_BATCH:
+                try:
+                    batch.append(receive.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            for msg in batch:
+                if not dealer.send_multipart_nowait(encode(msg, cluster_id=self.cluster_id)):
+                    self.dropped["peer unreachable"] += 1
 
     async def _recv_responses(self, peer_id: int, dealer: TrioSocket) -> None:
         while True:
@@ -136,7 +205,7 @@ class PeerTransport:
                 msg = self._decode(frames, claimed=None, expect_src=peer_id)
                 if msg is not None and isinstance(msg, RESPONSE_TYPES):
                     if self._drop is None or not self._drop(msg):
-                        self._deliver(msg)
+                        self._route(msg)
 
     def _decode(
         self, frames: Sequence[bytes], *, claimed: bytes | None, expect_src: int | None = None
@@ -151,8 +220,8 @@ class PeerTransport:
                 raise WireError(f"message for node {msg.dst} reached node {self.node_id}")
             if msg.src != expect_src:
                 raise WireError(f"message claims to come from node {msg.src}")
-            if msg.src not in self._peers:
-                raise WireError(f"unknown peer {msg.src}")
+            # A peer we do not know (yet) is accepted: our membership may lag behind the
+            # one that added it (thesis §4.1); the cluster id keeps other clusters out.
         except WireError as exc:
             self._reject(expect_src or 0, exc)
             return None

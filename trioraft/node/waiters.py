@@ -55,6 +55,12 @@ class Waiters:
         else:  # another leader's entry replaced ours at this index
             reply(ProposalDropped("leadership changed before the write committed; not applied"))
 
+    def fail_through(self, index: int, error: TrioraftError) -> None:
+        """The log up to ``index`` was replaced by a snapshot: proposals at or below it
+        will never be resolved entry by entry here."""
+        for i in [i for i in self._proposals if i <= index]:
+            self._proposals.pop(i)[1](error)
+
     # --- reads ---
     def new_read(self, read: Read) -> int:
         ctx = next(self._ctx)

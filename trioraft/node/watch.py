@@ -176,6 +176,15 @@ class WatchHub:
             message = f"node {self.node_id} lost track of the leader; resume on another node"
             self.cancel_all(Unavailable.code, message)
 
+    def reset(self, applied: int) -> None:
+        """The state machine jumped to ``applied`` (a snapshot was installed): the events
+        in between are unknown here, so every watch ends (retryable: the client resumes
+        where it was, here or elsewhere) and the history restarts after ``applied``."""
+        self.cancel_all(Unavailable.code, f"node {self.node_id} installed a snapshot; resume")
+        self._ring.clear()
+        self.applied = applied
+        self.oldest = applied + 1
+
     def cancel_all(self, code: int, message: str) -> None:
         for w in list(self._streams.values()):
             self._cancel(w, code, message, retry=True)

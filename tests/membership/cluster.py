@@ -1,0 +1,142 @@
+"""In-process clusters whose membership changes: real ``Node``s, real ZeroMQ on 127.0.0.1
+free ports, in-memory stores. Initial nodes bootstrap from ``--peers``; later nodes join
+through the client API (``join_cluster``), as ``trioraft run --join`` does."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+from harness.cluster import free_ports
+from storage import Identity, MemoryStore
+from trioraft import NodeBuilder, NodeConfig
+from trioraft.node import Node
+from trioraft.node.bootstrap import join_cluster
+
+
+class MemberCluster:
+    def __init__(self, nursery: trio.Nursery, initial: int, spare: int, **settings: Any):
+        self._nursery = nursery
+        ports = free_ports(2 * (initial + spare))
+        self.peer_addrs = {
+            i + 1: f"tcp://127.0.0.1:{ports[2 * i + 1]}" for i in range(len(ports) // 2)
+        }
+        self.client_addrs = {
+            i + 1: f"tcp://127.0.0.1:{ports[2 * i]}" for i in range(len(ports) // 2)
+        }
+        initial_peers = {i: self.peer_addrs[i] for i in range(1, initial + 1)}
+        settings.setdefault("tick_ms", 20)
+        self.settings = settings
+        self.cfgs: dict[int, NodeConfig] = {
+            i: NodeConfig(
+                node_id=i,
+                peers=initial_peers,
+                peer_addr=self.peer_addrs[i],
+                client_addr=self.client_addrs[i],
+                **settings,
+            )
+            for i in initial_peers
+        }
+        self.stores: dict[int, MemoryStore] = {}
+        self.nodes: dict[int, Node] = {}
+        self._scopes: dict[int, trio.CancelScope] = {}
+        self._stopped: dict[int, trio.Event] = {}
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [self.client_addrs[i] for i in sorted(self.running())]
+
+    def endpoint(self, node_id: int) -> str:
+        return self.client_addrs[node_id]
+
+    def running(self) -> list[int]:
+        return [i for i in self.nodes if not self._stopped[i].is_set()]
+
+    async def start(self, node_id: int) -> Node:
+        """Start (or restart, on its store) an initial node or a node that joined."""
+        cfg = self.cfgs[node_id]
+        store = self.stores.get(node_id)
+        if store is None:
+            store = self.stores[node_id] = MemoryStore(Identity(cfg.cluster_id, node_id))
+        else:
+            store = self.stores[node_id] = store.reopen()
+        node = NodeBuilder(cfg).with_store(store).with_seed(node_id).start()
+        return await self._run(node)
+
+    async def join(
+        self, node_id: int, *, as_voter: bool = True, via: list[str] | None = None
+    ) -> Node:
+        """Start a new node that joins through ``via`` (default: every running node)."""
+        cfg = NodeConfig(
+            node_id=node_id,
+            peer_addr=self.peer_addrs[node_id],
+            client_addr=self.client_addrs[node_id],
+            join=",".join(via or self.endpoints),
+            join_as_voter=as_voter,
+            **self.settings,
+        )
+        self.cfgs[node_id] = cfg
+        result = await join_cluster(cfg, timeout=30)
+        store = self.stores[node_id] = MemoryStore(Identity(result.cluster_id, node_id))
+        node = NodeBuilder(cfg).with_store(store).with_seed(node_id).with_join(result).start()
+        return await self._run(node)
+
+    async def _run(self, node: Node) -> Node:
+        self.nodes[node.node_id] = node
+        await self._nursery.start(self._serve, node)
+        return node
+
+    async def _serve(self, node: Node, task_status: trio.TaskStatus[None]) -> None:
+        done = self._stopped[node.node_id] = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                self._scopes[node.node_id] = scope
+                await node.run(task_status=task_status)
+        finally:
+            done.set()
+
+    async def stop(self, node_id: int) -> None:
+        self._scopes[node_id].cancel()
+        await self._stopped[node_id].wait()
+
+    def isolate(self, node_id: int, cut: bool = True) -> None:
+        transport = self.nodes[node_id]._transport
+        assert transport is not None
+        transport.set_drop_filter((lambda _m: True) if cut else None)
+
+    def leader_id(self) -> int | None:
+        leaders = [
+            (n._core.status.term, i)
+            for i, n in self.nodes.items()
+            if not self._stopped[i].is_set() and n._core.status.role.name == "LEADER"
+        ]
+        return max(leaders)[1] if leaders else None
+
+    async def wait_leader(self, *, other_than: int | None = None) -> int:
+        while True:
+            leader = self.leader_id()
+            if leader is not None and leader != other_than:
+                return leader
+            await trio.sleep(0.01)
+
+    async def wait_applied(self, node_id: int, index: int) -> None:
+        while self.nodes[node_id]._sm.applied < index:
+            await trio.sleep(0.01)
+
+    def voters(self, node_id: int) -> tuple[int, ...]:
+        return self.nodes[node_id]._core.committed_membership()[1].conf.voters
+
+
+@asynccontextmanager
+async def member_cluster(
+    initial: int = 3, spare: int = 2, **settings: Any
+) -> AsyncIterator[MemberCluster]:
+    async with trio.open_nursery() as nursery:
+        c = MemberCluster(nursery, initial, spare, **settings)
+        for node_id in sorted(c.cfgs):
+            await c.start(node_id)
+        yield c
+        nursery.cancel_scope.cancel()
