@@ -379,3 +379,22 @@ def test_competing_changes_across_leader_changes(bug: bool) -> None:
     assert won == bug
     if bug:  # the pitfall: a leader of a later term lacks an entry committed in term 2
         assert net.nodes[1].status.last_index < removal or net.terms(1)[removal - 1] != 2
+
+
+def test_a_lone_voter_of_a_new_configuration_keeps_its_lease_promise() -> None:
+    """Thesis §6.4.1 with membership changes: node 2, alone in C_new = {2} (not committed
+    yet), backed leader 1's lease in C_old,new; it must not elect itself while that lease
+    holds, although it alone is a quorum of its configuration (found by the simulator)."""
+    net = JointNet.build(2)
+    net.elect(1)
+    joint, _ = net.change(1, remove(1))
+    net.drop_filter = lambda m: isinstance(m, AppendEntriesResponse) and m.index > joint
+    net.tick_all(2)
+    assert net.conf(2) == ConfState((2,)) and net.role(1) is Role.LEADER
+    assert net.nodes[1].lease_valid()
+    net.nodes[2].campaign()
+    net.stabilize()
+    assert net.role(2) is not Role.LEADER and net.role(1) is Role.LEADER
+    net.drop_filter = None
+    net.tick_all(2)  # C_new commits: 1 hands over to 2 and steps down
+    assert net.leaders() == [2]

@@ -152,3 +152,14 @@ def test_conf_log_follows_appends_and_truncations() -> None:
 def test_conf_log_fails_loudly_on_a_malformed_config_entry() -> None:
     with pytest.raises(CoreInvariantError, match="log entry 4"):
         ConfLog(BASE).on_append([Entry(1, 4, EntryKind.CONFIG, b"garbage")])
+
+
+def test_plan_records_the_proposers_view_of_addresses_it_has_none_for() -> None:
+    """A new cluster's base configuration names no addresses (each node has its own view
+    of them); the first entry records the proposer's, so that joining nodes learn them."""
+    bare = Membership(ConfState((1, 2, 3)))
+    known = {1: "tcp://h1:1", 2: "tcp://h2:1", 3: "tcp://h3:1", 9: "tcp://h9:1"}
+    after = plan(bare, [learner(4)], known)
+    assert [m.node_id for m in after.members] == [1, 2, 3, 4]  # not 9: not a member
+    assert after.member(2) == Member(2, "tcp://h2:1")
+    assert plan(BASE, [learner(5)], {2: "tcp://elsewhere:1"}).member(2) == BASE.member(2)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -18,7 +19,16 @@ from trioraft.node.bootstrap import join_cluster
 
 
 class MemberCluster:
-    def __init__(self, nursery: trio.Nursery, initial: int, spare: int, **settings: Any):
+    """``data_root``: RocksDB stores under it (snapshots work), else in-memory stores."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        initial: int,
+        spare: int,
+        data_root: Path | None = None,
+        **settings: Any,
+    ):
         self._nursery = nursery
         ports = free_ports(2 * (initial + spare))
         self.peer_addrs = {
@@ -30,12 +40,14 @@ class MemberCluster:
         initial_peers = {i: self.peer_addrs[i] for i in range(1, initial + 1)}
         settings.setdefault("tick_ms", 20)
         self.settings = settings
+        self.data_root = data_root
         self.cfgs: dict[int, NodeConfig] = {
             i: NodeConfig(
                 node_id=i,
                 peers=initial_peers,
                 peer_addr=self.peer_addrs[i],
                 client_addr=self.client_addrs[i],
+                data_dir=self._dir(i),
                 **settings,
             )
             for i in initial_peers
@@ -52,12 +64,18 @@ class MemberCluster:
     def endpoint(self, node_id: int) -> str:
         return self.client_addrs[node_id]
 
+    def _dir(self, node_id: int) -> str:
+        root = self.data_root
+        return str(root / f"node{node_id}") if root is not None else "./unused"
+
     def running(self) -> list[int]:
         return [i for i in self.nodes if not self._stopped[i].is_set()]
 
     async def start(self, node_id: int) -> Node:
         """Start (or restart, on its store) an initial node or a node that joined."""
         cfg = self.cfgs[node_id]
+        if self.data_root is not None:
+            return await self._run(NodeBuilder(cfg).with_seed(node_id).start())
         store = self.stores.get(node_id)
         if store is None:
             store = self.stores[node_id] = MemoryStore(Identity(cfg.cluster_id, node_id))
@@ -76,10 +94,14 @@ class MemberCluster:
             client_addr=self.client_addrs[node_id],
             join=",".join(via or self.endpoints),
             join_as_voter=as_voter,
+            data_dir=self._dir(node_id),
             **self.settings,
         )
         self.cfgs[node_id] = cfg
         result = await join_cluster(cfg, timeout=30)
+        if self.data_root is not None:
+            node = NodeBuilder(cfg).with_seed(node_id).with_join(result).start()
+            return await self._run(node)
         store = self.stores[node_id] = MemoryStore(Identity(result.cluster_id, node_id))
         node = NodeBuilder(cfg).with_store(store).with_seed(node_id).with_join(result).start()
         return await self._run(node)
@@ -132,10 +154,10 @@ class MemberCluster:
 
 @asynccontextmanager
 async def member_cluster(
-    initial: int = 3, spare: int = 2, **settings: Any
+    initial: int = 3, spare: int = 2, data_root: Path | None = None, **settings: Any
 ) -> AsyncIterator[MemberCluster]:
     async with trio.open_nursery() as nursery:
-        c = MemberCluster(nursery, initial, spare, **settings)
+        c = MemberCluster(nursery, initial, spare, data_root, **settings)
         for node_id in sorted(c.cfgs):
             await c.start(node_id)
         yield c

@@ -4,6 +4,8 @@ notifications and leader discovery. No timing assertions: every wait is for a st
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import trio
 
@@ -230,3 +232,38 @@ async def test_a_restart_keeps_the_stored_membership_and_refuses_contradicting_f
             await c.stop(4)
             with pytest.raises(ConfigError, match="it was removed"):
                 NodeBuilder(c.cfgs[4]).with_store(c.stores[4].reopen()).start()
+
+
+async def test_a_learner_joining_after_compaction_gets_a_snapshot(tmp_path: Path) -> None:
+    """The log the new node needs is compacted away on the leader: it receives a snapshot
+    (with the membership in it), then the rest of the log, and is promoted."""
+    settings = {"snapshot_entries": 40, "snapshot_catchup_entries": 5}
+    with trio.fail_after(90):
+        async with (
+            member_cluster(3, 1, tmp_path, **settings) as c,
+            open_client(c.endpoints) as client,
+        ):
+            leader = await c.wait_leader()
+            for i in range(120):
+                await client.put(f"k{i}", f"v{i}")
+            while c.nodes[leader]._core.log_start[0] == 0:
+                await client.put("more", "x")
+            last = await client.put("last", "one")
+            node = await c.join(4)
+            await c.wait_applied(4, last)
+            assert node._sm.get(b"k0") == b"v0" and node._sm.get(b"last") == b"one"
+            assert node._core.log_start[0] > 0  # it started from a snapshot
+            await wait_voters(c, 4, (1, 2, 3, 4))
+
+
+async def test_a_new_cluster_waits_for_a_majority_before_its_first_election() -> None:
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            c = MemberCluster(nursery, 3, 0)
+            first = await c.start(1)
+            await trio.sleep(1.0)  # several election timeouts (20 ms ticks): no campaign
+            raft = first._core._raft
+            assert raft.ticks == 0 and raft.role is Role.FOLLOWER  # no clock, no campaign
+            await c.start(2)
+            await c.wait_leader()
+            nursery.cancel_scope.cancel()

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from sim.checkers import Checker, NodeWatch
+from sim.checkers import Checker, InvariantViolation, NodeWatch
 from sim.cluster import SimNode
 from sim.sim import SimConfig, Simulation, Stats
 from trioraft.core.confchange import ChangeOp, ConfChange
@@ -188,8 +188,21 @@ class MembershipSimulation(Simulation):
         index = max(self.checker.acked.values(), default=0)
         return all(len(self.nodes[i].disk.sm) >= index for i in self.final_members())
 
+    def report(self, exc: InvariantViolation) -> str:
+        command = self.cfg.command()
+        return super().report(exc).replace(command, command + " --membership")
+
+
+LIVENESS_TICKS = 2000  # see the module docstring
+
 
 def run(cfg: SimConfig) -> tuple[Stats, MemberStats]:
     sim = MembershipSimulation(cfg)
     stats = sim.run()
     return stats, sim.members
+
+
+def run_stats(cfg: SimConfig) -> Stats:
+    """For ``tests/sim/run.py --membership``."""
+    ticks = max(cfg.liveness_ticks, LIVENESS_TICKS)
+    return MembershipSimulation(dataclasses.replace(cfg, liveness_ticks=ticks)).run()

@@ -5,6 +5,7 @@ From the repository root::
     .venv/bin/python tests/sim/run.py --seed 1234 --nodes 5 --steps 3000   # one run
     .venv/bin/python tests/sim/run.py --seeds 10000 --nodes 3,5,7          # a soak
     .venv/bin/python tests/sim/run.py --seeds 200 --bug double_vote        # planted bug
+    .venv/bin/python tests/sim/run.py --seeds 1000 --membership            # sim/membership.py
 
 With several node counts, seed ``s`` runs with ``counts[s % len(counts)]`` nodes (the same
 mix as CI). A failure prints the seed, the reproducing command and a trace of the last
@@ -23,6 +24,7 @@ if __package__ in (None, ""):  # run as a script: the repo root, then tests/ (fo
     sys.path[0] = str(_ROOT)  # instead of tests/sim, whose sim.py would shadow the package
     sys.path.append(str(_ROOT / "tests"))
 
+from sim.membership import run_stats as run_membership
 from sim.sim import SimConfig, SimFailure, run
 
 DEFAULT_STEPS = 10_000  # as in CI (tests/sim/test_sim.py)
@@ -50,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bug", action="append", default=[], help="plant a bug (test-only)")
     p.add_argument("--skip-check", action="append", default=[], help="leave an invariant out")
     p.add_argument("--keep-going", action="store_true", help="do not stop at the first failure")
+    p.add_argument("--membership", action="store_true", help="random membership changes")
     args = p.parse_args(argv)
+    runner = run_membership if args.membership else run
     counts = [int(x) for x in args.nodes.split(",")]
     bugs = frozenset(args.bug)
     skip = frozenset(args.skip_check)
@@ -59,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_for(args.seed, counts[:1], args.steps, bugs, skip)
         t0 = time.perf_counter()
         try:
-            st = run(cfg)
+            st = runner(cfg)
         except SimFailure as exc:
             print(exc)
             return 1
@@ -73,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     for n, seed in enumerate(seeds, 1):
         cfg = config_for(seed, counts, args.steps, bugs, skip)
         try:
-            liveness.append(run(cfg).liveness_ticks)
+            liveness.append(runner(cfg).liveness_ticks)
         except SimFailure as exc:
             failures += 1
             print(exc, flush=True)

@@ -18,7 +18,7 @@ Errors are ``InvalidRequest`` with a message naming the node and the reason; the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -52,10 +52,16 @@ class ConfChange:
         return text
 
 
-def plan(current: Membership, changes: Sequence[ConfChange]) -> Membership:
+def plan(
+    current: Membership,
+    changes: Sequence[ConfChange],
+    known: Mapping[int, str] | None = None,
+) -> Membership:
     """The membership to append for ``changes`` from the non-joint ``current``: joint if
     the voters change, simple otherwise. Raises ``InvalidRequest`` if the change is not
-    valid against ``current``."""
+    valid against ``current``. ``known``: peer addresses (the proposer's view) for members
+    that ``current`` has no address for (initial members), so that new members learn
+    them from the entry."""
     if current.conf.joint:
         raise InvalidRequest("the configuration is joint: leave it before changing it")
     if not changes:
@@ -70,6 +76,9 @@ def plan(current: Membership, changes: Sequence[ConfChange]) -> Membership:
     c = current.conf
     voters, learners = set(c.voters), set(c.learners)
     members = {m.node_id: m for m in current.members}
+    for node, addr in (known or {}).items():
+        if node in c.ids() and node not in members:
+            members[node] = Member(node, addr)
     demoted: set[int] = set()
     for ch in changes:
         node = ch.node_id

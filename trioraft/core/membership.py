@@ -18,7 +18,7 @@ Rules implemented here, each cited where it is enforced:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from trioraft.core.confchange import ConfChange, leave_joint, plan
@@ -150,7 +150,9 @@ def promotable(raft: Raft) -> bool:
     return raft.conf_log.at(committed)[1].conf.is_voter(raft.id)
 
 
-def propose_change(raft: Raft, changes: Sequence[ConfChange]) -> tuple[int, int]:
+def propose_change(
+    raft: Raft, changes: Sequence[ConfChange], known: Mapping[int, str] | None = None
+) -> tuple[int, int]:
     """Leader: validate ``changes`` against the configuration in force and append the
     resulting (joint or simple) configuration. Returns its ``(index, term)``."""
     if raft.role is not Role.LEADER:
@@ -172,7 +174,7 @@ def propose_change(raft: Raft, changes: Sequence[ConfChange]) -> tuple[int, int]
     pitfall = "single_server_change" in raft.config.planted_bugs  # TEST-ONLY planted bug
     if not raft.committed_in_term() and not pitfall:
         raise Busy("the new leader has not committed an entry of its term yet; retry")
-    target = plan(current, changes)
+    target = plan(current, changes, known)
     if pitfall and target.conf.joint:
         new, old = set(target.conf.voters), set(target.conf.voters_outgoing)
         if len(new ^ old) == 1:  # PLANTED BUG: one voter changed without a joint config

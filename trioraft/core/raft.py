@@ -279,9 +279,10 @@ class Raft:
         """
         if not self.promotable or self.role is Role.LEADER:
             return
-        if kind is not CampaignKind.TRANSFER and not self.voters.is_only(self.id):
-            if self._in_lease(pre_vote=False):
-                return  # (a lone voter promised nobody anything)
+        alone = self.voters.is_only(self.id) and not self.peers  # promised nobody anything
+        if kind is not CampaignKind.TRANSFER and not alone:  # (a lone voter among members
+            if self._in_lease(pre_vote=False):  # may have backed a leader's lease: §4.3)
+                return
         if kind is None:
             kind = CampaignKind.PRE_VOTE if self.config.pre_vote else CampaignKind.ELECTION
         if kind is CampaignKind.PRE_VOTE:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from trioraft.core import membership as conf
 from trioraft.core.confchange import ConfChange
@@ -145,7 +145,9 @@ class RawNode:
             raise ProposalDropped(f"leadership transfer to node {raft.lead_transferee}")
         return raft.propose(data)
 
-    def propose_conf_change(self, changes: Sequence[ConfChange]) -> tuple[int, int]:
+    def propose_conf_change(
+        self, changes: Sequence[ConfChange], known: Mapping[int, str] | None = None
+    ) -> tuple[int, int]:
         """Append the configuration that ``changes`` lead to; returns its ``(index, term)``.
 
         Joint consensus (Raft paper §6, thesis §4.3): if the voters change, the entry is
@@ -158,9 +160,10 @@ class RawNode:
         ``ChangeInProgress`` while another change is not complete (one at a time);
         ``Busy`` until this leader has committed an entry of its term; ``InvalidRequest``
         for a change that does not fit the configuration (unknown node, duplicate
-        address, removing the last voter, ...).
+        address, removing the last voter, ...). ``known``: peer addresses of members the
+        configuration has none for (this node's ``--peers``), recorded in the entry.
         """
-        return conf.propose_change(self._raft, changes)
+        return conf.propose_change(self._raft, changes, known)
 
     def read_index(self, context: int) -> None:
         """Ask for a linearizable read point (ReadIndex, thesis §6.4).

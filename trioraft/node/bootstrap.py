@@ -41,11 +41,12 @@ class JoinResult:
 
 
 def initial_membership(config: NodeConfig) -> Membership:
-    """A new cluster's configuration from ``--peers``: every listed node votes. Client
-    addresses are unknown (every node's view must be the same): each member's becomes
-    known when it first leads and announces it."""
-    members = [Member(i, addr) for i, addr in sorted(config.peers.items())]
-    return Membership(ConfState.of(config.peers), tuple(members))
+    """A new cluster's configuration from ``--peers``: every listed node votes. No
+    addresses: they are this node's view (a peer may be reached through a proxy) and the
+    state machine must be the same everywhere; the first configuration entry records the
+    proposer's view of the peer addresses, and each member's client address becomes known
+    when it first leads (its announcement)."""
+    return Membership(ConfState.of(config.peers))
 
 
 def recover(

@@ -34,12 +34,13 @@ import trio
 from trioraft.config import NodeConfig
 from trioraft.core import RawNode, Role
 from trioraft.core.confchange import ChangeOp, ConfChange
-from trioraft.core.confstate import Membership, decode_membership
+from trioraft.core.confstate import Member, Membership, decode_membership
 from trioraft.node.bootstrap import peer_map, to_wire
 from trioraft.node.watch import Offer, StreamReply
 from wire import client_messages as cm
 from wire import member_messages as mm
 from wire.errors import (
+    Busy,
     InvalidRequest,
     ProposalDropped,
     Timeout,
@@ -192,7 +193,8 @@ class MembershipService:
             if last - progress.get(node, 0) > self._config.promote_lag:
                 continue
             try:
-                at, _ = core.propose_conf_change([ConfChange(ChangeOp.PROMOTE, node)])
+                promotion = [ConfChange(ChangeOp.PROMOTE, node)]
+                at, _ = core.propose_conf_change(promotion, self._config.peers)
             except TrioraftError:
                 return  # e.g. not committed in this term yet: next tick
             log.info("node %d: promoting learner %d (entry %d)", self._node.node_id, node, at)
@@ -252,7 +254,7 @@ class MembershipService:
 
     def _propose(self, core: RawNode, changes: Sequence[ConfChange], reply: Send) -> None:
         try:
-            index, term = core.propose_conf_change(changes)
+            index, term = core.propose_conf_change(changes, self._config.peers)
         except TrioraftError as exc:
             reply(exc)
             return
@@ -283,8 +285,8 @@ class MembershipService:
                 return
             if core.membership_index <= core.status.commit:  # a retry of a completed join
                 answer(mm.UpdateClusterConfReply(to_wire(*core.committed_membership())))
-            else:
-                self._changes.append(_Change(core.membership_index, core.status.term, answer))
+            else:  # the client retries Busy: the join completes meanwhile
+                reply(Busy(f"the change that adds node {req.node_id} is not committed yet"))
             return
         change = ConfChange(
             ChangeOp.ADD_LEARNER, req.node_id, req.peer_addr, req.client_addr, req.auto_promote
@@ -329,9 +331,14 @@ class MembershipService:
             commit=st.commit,
             applied=self._node._sm.applied,
             last_index=st.last_index,
-            membership=to_wire(*core.committed_membership()),
+            membership=self._view(*core.committed_membership()),
             progress=progress if st.role is Role.LEADER else [],
         )
+
+    def _view(self, index: int, m: Membership) -> mm.ClusterMembership:
+        """``m`` with the peer addresses this node uses for members it records none for."""
+        known = [Member(i, a) for i, a in self._config.peers.items() if m.member(i) is None]
+        return to_wire(index, m.with_members([*m.members, *known]))
 
     def leader_info(self) -> mm.DiscoverLeaderReply:
         core = self._node._core

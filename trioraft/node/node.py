@@ -262,12 +262,12 @@ class Node:
                 services=self,
             )
             log.info(
-                "node %d serving clients on %s, peers on %s (cluster %#x, %d voters)",
+                "node %d serving clients on %s, peers on %s (cluster %#x, %s)",
                 self.node_id,
                 self.client_addr,
                 self.peer_addr,
                 self.cluster_id,
-                len(self.config.peers),
+                self._core.membership.conf,
             )
             async with trio.open_nursery() as nursery:
                 if self._snapshots is not None:
