@@ -1,0 +1,7 @@
+"""A Jepsen-style fault suite: real processes, real sockets, real disks, real faults.
+
+See docs/testing.md. Modules: ``history`` (records, JSONL), ``proxy`` (fault-injecting peer
+proxies), ``nemesis`` (fault schedules), ``workloads`` (register, set, watch),
+``linearizability`` (the checker), ``checkers`` (set, watch, logs), ``convergence``,
+``runner`` (one run), ``run`` (the command line).
+"""
