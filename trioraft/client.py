@@ -9,9 +9,10 @@ rebuilt from the server's error codes.
 Retries and exactly-once writes: with ``sessions=True`` (the default) every write carries a
 client session and a sequence number (Raft thesis §6.3), so a write whose reply was lost is
 sent again and the state machine answers the retry from the result it kept: applied once.
-Without sessions, ``put`` and ``delete`` are still retried (idempotent in their final
-effect), but ``cas`` and ``txn`` are retried only after errors that prove the attempt did
-not apply; after an attempt with an unknown outcome they raise ``Timeout``.
+Without sessions, a write is retried only after errors that prove the attempt did not
+apply; after an attempt with an unknown outcome it raises ``Timeout``. (Retrying even a
+``put`` would not be safe: ``put(k, v)`` re-applied after another client's ``put(k, w)``
+turns v, w into v, w, v, which no linearizable order explains; the fault suite found it.)
 """
 
 from __future__ import annotations
@@ -131,13 +132,13 @@ class Client(members.ClusterAdmin):
         If cancelled or timed out, the write may still commit (once).
         """
         k, v = _b(key), _b(value)
-        reply = await self._write(lambda s, n: cm.PutRequest(k, v, s, n), timeout, True)
+        reply = await self._write(lambda s, n: cm.PutRequest(k, v, s, n), timeout)
         return int(reply.revision)
 
     async def delete(self, key: bytes | str, *, timeout: float | None = None) -> bool:
         """Delete ``key``; return whether it existed. If cancelled, it may still apply."""
         k = _b(key)
-        reply = await self._write(lambda s, n: cm.DeleteRequest(k, s, n), timeout, True)
+        reply = await self._write(lambda s, n: cm.DeleteRequest(k, s, n), timeout)
         return bool(reply.existed)
 
     async def cas(
@@ -172,9 +173,7 @@ class Client(members.ClusterAdmin):
         """If every compare holds, apply ``success`` else ``failure``, atomically, as one log
         entry (etcd's Txn). Ops run in order; a get sees the branch's earlier writes."""
         cs, ok, ko = list(compares), list(success), list(failure)
-        reply = await self._write(
-            lambda s, n: cm.TxnRequest(cs, ok, ko, s, n), timeout, idempotent=False
-        )
+        reply = await self._write(lambda s, n: cm.TxnRequest(cs, ok, ko, s, n), timeout)
         return TxnResult(reply.succeeded, reply.revision, reply.results)
 
     # --- reads ---
@@ -366,14 +365,15 @@ class Client(members.ClusterAdmin):
         assert self._leader is not None
         return self._leader
 
-    async def _write(self, make: Any, timeout: float | None, idempotent: bool) -> Any:
-        """A write, under a session from the pool when sessions are on."""
+    async def _write(self, make: Any, timeout: float | None) -> Any:
+        """A write, under a session from the pool when sessions are on; without one it
+        is retried only while no attempt can have applied."""
         limit = timeout or self.timeout
         deadline = trio.current_time() + limit
         outcome = _Outcome()
         try:
             if not self.sessions:
-                return await self._leader_call(make(0, 0), deadline, outcome, idempotent)
+                return await self._leader_call(make(0, 0), deadline, outcome, False)
             while True:
                 session = await self._acquire_session(deadline)
                 session.seq += 1

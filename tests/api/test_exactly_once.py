@@ -61,6 +61,10 @@ async def test_without_sessions_an_unknown_outcome_is_not_retried(
             with pytest.raises(Timeout, match="not retried without a session"):
                 await client.cas("counter", "0", "1")
             assert await client.get("counter") == b"1"  # it did apply, once
+            lose_replies.append(cm.PutRequest)  # not even a put is re-sent (v, w, v)
+            with pytest.raises(Timeout, match="not retried without a session"):
+                await client.put("counter", "2")
+            assert await client.get("counter") == b"2"
 
 
 async def test_the_same_request_twice_on_the_wire_gets_one_answer() -> None:

@@ -1,17 +1,24 @@
 """Crash safety under kill -9: real ``trioraft run`` processes, real RocksDB, real ZeroMQ.
 
-Eight writers put unique keys without pause while a seeded chaos schedule kills nodes with
-SIGKILL (the leader half of the time, otherwise any node; sometimes a second node during
-the election that follows) and restarts them. Then every node runs again, a last write
-commits everything, and once every node has applied it all processes are frozen and killed.
-Offline, each data dir is opened as the node would open it: the logs agree up to the
-highest applied index, each replica is brought to that index from its own log, and the
-replicas' state (a hash of the whole kv column family) is identical; every acknowledged
-write is present on every replica, and no key holds a value nobody wrote.
+Four nodes: 1-3 are the initial voters, 4 joins as a learner. Eight writers put unique
+keys without pause while a seeded chaos schedule kills nodes with SIGKILL and restarts
+them: the leader half of the time, otherwise any node; sometimes a second node during the
+election that follows; sometimes a restarted node again a moment later, while it is still
+installing the snapshot it needed (the nodes snapshot every 200 entries and keep only 20
+behind, so a node down for a second needs one). Meanwhile a membership task promotes node
+4 to voter and demotes it again, over and over (each a joint-consensus change), so kills
+land during membership changes too. Then every node runs again, a last write commits
+everything, and once every node has applied it all processes are frozen and killed.
 
-Membership changes and snapshot installs do not exist yet: when they do, the schedule
-should kill during them too. ``TRIORAFT_CHAOS_SEED`` replays a schedule (timing still
-varies); the seed is printed, and the failure message repeats it.
+Offline, each data dir is opened as the node would open it: the logs agree, index by
+index, wherever they overlap up to the highest applied index; each replica is brought to
+that index from its own state and log tail; and the replicas' state (a hash of the whole kv
+column family) is identical; every acknowledged write is present on every replica, and no
+key holds a value nobody wrote. The run must have installed at least one snapshot and
+completed at least one membership change, or it proved nothing about them.
+
+``TRIORAFT_CHAOS_SEED`` replays a schedule (timing still varies); the seed is printed, and
+the failure message repeats it.
 """
 
 from __future__ import annotations
@@ -26,33 +33,34 @@ from pathlib import Path
 import pytest
 import trio
 
-from harness.cluster import ProcessCluster, process_cluster
+from harness.cluster import ProcessCluster
 from storage import Identity, open_store
 from trioraft import NodeConfig, open_client
+from trioraft.client import Client
 from trioraft.errors import TrioraftError
 from trioraft.kv.state_machine import KVStateMachine
+from wire.member_messages import MemberChange
 from wire.messages import Entry
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
 CHAOS_SECONDS = 20
 WRITERS = 8
+VOTERS = (1, 2, 3)  # the initial voters; node 4 joins as a learner
+LEARNER = 4
+SETTINGS: dict[str, int | str | bool] = {"snapshot_entries": 200, "snapshot_catchup_entries": 20}
 
 
 @dataclass
 class Replica:
     node_id: int
     applied: int
-    entries: list[Entry]
+    entries: dict[int, Entry]  # by Raft index: the log starts after the last snapshot
 
 
 def cluster_identity(cluster: ProcessCluster, node_id: int) -> Identity:
-    cfg = NodeConfig(
-        node_id=node_id,
-        peers=cluster.peers,
-        peer_addr=cluster.peers[node_id],
-        client_addr=cluster.clients[node_id],
-    )
+    voters = {i: cluster.peers[i] for i in VOTERS}  # node 4 joined, so it took their id
+    cfg = NodeConfig(node_id=1, peers=voters, peer_addr=voters[1], client_addr=cluster.clients[1])
     return Identity(cfg.cluster_id, node_id)
 
 
@@ -60,18 +68,21 @@ def read_replica(cluster: ProcessCluster, node_id: int) -> Replica:
     with open_store(str(cluster.data_dir(node_id)), cluster_identity(cluster, node_id)) as store:
         state = store.load_raft_state()
         applied = store.applied_index()
-    return Replica(node_id, applied, state.entries)
+    return Replica(node_id, applied, {e.index: e for e in state.entries})
 
 
 def state_at(
     cluster: ProcessCluster, replica: Replica, index: int, keys: list[bytes]
 ) -> tuple[str, dict[bytes, bytes | None]]:
-    """Bring a replica to ``index`` from its own log (as a restart would); return a hash of
-    its whole kv column family and the values of ``keys``."""
+    """Bring a replica to ``index`` from its own state and log tail (as a restart would);
+    return a hash of its whole kv column family and the values of ``keys``."""
     path = str(cluster.data_dir(replica.node_id))
     with open_store(path, cluster_identity(cluster, replica.node_id)) as store:
         sm = KVStateMachine(store)
-        sm.apply(tuple(e for e in replica.entries if sm.applied < e.index <= index))
+        tail = range(sm.applied + 1, index + 1)
+        missing = [i for i in tail if i not in replica.entries]
+        assert not missing, f"node {replica.node_id} lacks entries {missing[:5]} to reach {index}"
+        sm.apply(tuple(replica.entries[i] for i in tail))
         assert sm.applied == index
         digest = hashlib.sha256()
         for key, value in store.scan():
@@ -80,14 +91,23 @@ def state_at(
         return digest.hexdigest(), {key: sm.get(key) for key in keys}
 
 
-async def leader_of(client) -> int | None:
+async def leader_of(client: Client) -> int | None:
     for st in (await client.cluster_status(timeout=0.5)).values():
         if not isinstance(st, TrioraftError) and st.role.name == "LEADER":
             return int(st.node_id)
     return None
 
 
-async def chaos(cluster: ProcessCluster, client, rng: random.Random, actions: list[str]) -> None:
+def start(cluster: ProcessCluster, node_id: int) -> None:
+    if node_id == LEARNER:  # a restart finds its data dir: it does not join again
+        cluster.start_joining(node_id, [cluster.clients[i] for i in VOTERS], learner=True)
+    else:
+        cluster.start(node_id)
+
+
+async def chaos(
+    cluster: ProcessCluster, client: Client, rng: random.Random, actions: list[str]
+) -> None:
     ids = sorted(cluster.peers)
     end = trio.current_time() + CHAOS_SECONDS
     while trio.current_time() < end:
@@ -103,7 +123,36 @@ async def chaos(cluster: ProcessCluster, client, rng: random.Random, actions: li
         actions.append(f"kill -9 {down} (leader was {leader})")
         await trio.sleep(rng.uniform(0.0, 1.0))
         for node_id in down:
-            cluster.start(node_id)
+            start(cluster, node_id)
+        if rng.random() < 0.3:  # again, while it catches up (most likely by a snapshot)
+            await trio.sleep(rng.uniform(0.05, 0.5))
+            cluster.kill(down[0], signal.SIGKILL)
+            actions.append(f"kill -9 [{down[0]}] again while it caught up")
+            start(cluster, down[0])
+
+
+async def membership(client: Client, rng: random.Random, changes: list[str]) -> None:
+    """Promote node 4, demote it, promote it...: every change is a joint consensus."""
+    voter = False
+    while True:
+        await trio.sleep(rng.uniform(0.2, 1.0))
+        change = MemberChange.demote(LEARNER) if voter else MemberChange.promote(LEARNER)
+        name = "demote 4" if voter else "promote 4"
+        try:
+            after = await client.update_cluster_conf([change], timeout=5)
+        except TrioraftError as exc:  # a kill got in the way, or it was not caught up
+            changes.append(f"{name}: {type(exc).__name__}")
+            voter = await is_voter(client, voter)
+            continue
+        voter = LEARNER in after.voters
+        changes.append(f"{name}: ok")
+
+
+async def is_voter(client: Client, guess: bool) -> bool:
+    try:
+        return LEARNER in (await client.cluster_metadata(timeout=2)).membership.voters
+    except TrioraftError:
+        return guess
 
 
 async def test_kill9_chaos_loses_no_acknowledged_write(tmp_path: Path) -> None:
@@ -111,13 +160,22 @@ async def test_kill9_chaos_loses_no_acknowledged_write(tmp_path: Path) -> None:
     print(f"\nTRIORAFT_CHAOS_SEED={seed}")
     rng = random.Random(seed)
     actions: list[str] = []
+    changes: list[str] = []
     attempted: dict[bytes, bytes] = {}
     acked: dict[bytes, bytes] = {}
+    cluster = ProcessCluster(tmp_path, 4, settings=SETTINGS)
+    for node_id in VOTERS:
+        cluster.peer_views[node_id] = {i: cluster.peers[i] for i in VOTERS}
     try:
-        with process_cluster(tmp_path, size=3, tick_ms=50) as cluster:
-            with trio.fail_after(150):  # safety net only
+        try:
+            for node_id in VOTERS:
+                cluster.start(node_id)
+            with trio.fail_after(180):  # safety net only
                 async with open_client(cluster.endpoints, timeout=30) as client:
                     await client.wait_leader(timeout=60)
+                    start(cluster, LEARNER)
+                    while LEARNER not in (await client.cluster_metadata()).membership.learners:
+                        await trio.sleep(0.05)
                     stop = trio.Event()
 
                     async def writer(w: int) -> None:
@@ -135,11 +193,13 @@ async def test_kill9_chaos_loses_no_acknowledged_write(tmp_path: Path) -> None:
                     async with trio.open_nursery() as nursery:
                         for w in range(WRITERS):
                             nursery.start_soon(writer, w)
+                        nursery.start_soon(membership, client, random.Random(seed + 1), changes)
                         await chaos(cluster, client, rng, actions)
                         stop.set()
+                        nursery.cancel_scope.cancel()
                     for node_id in sorted(cluster.peers):
                         if not cluster.alive(node_id):
-                            cluster.start(node_id)
+                            start(cluster, node_id)
                     top = await client.put("final", "write", timeout=60)
                     for endpoint in cluster.endpoints:
                         while True:
@@ -153,12 +213,23 @@ async def test_kill9_chaos_loses_no_acknowledged_write(tmp_path: Path) -> None:
                 proc.send_signal(signal.SIGSTOP)
             for node_id in sorted(cluster.peers):
                 cluster.kill(node_id, signal.SIGKILL)
-        print(f"{len(acked)} of {len(attempted)} writes acknowledged; {actions}")
+        finally:
+            cluster.stop_all()
+        installs = sum(
+            cluster.log_path(i).read_text(errors="replace").count("installed snapshot")
+            for i in sorted(cluster.peers)
+        )
+        print(f"{len(acked)} of {len(attempted)} writes acknowledged; {installs} snapshot installs")
+        print(f"schedule {actions}\nmembership {changes}")
         assert len(actions) >= 5 and len(acked) >= 100
+        assert installs >= 1, "no snapshot was installed: the run did not test installs"
+        assert any(c.endswith(": ok") for c in changes), "no membership change completed"
         check_replicas(cluster, top, attempted, acked)
     except BaseException as exc:
+        print(cluster.logs())
         raise AssertionError(
-            f"kill -9 chaos failed with TRIORAFT_CHAOS_SEED={seed}; schedule {actions}"
+            f"kill -9 chaos failed with TRIORAFT_CHAOS_SEED={seed}; schedule {actions}; "
+            f"membership {changes[-10:]}"
         ) from exc
 
 
@@ -168,9 +239,12 @@ def check_replicas(
     replicas = [read_replica(cluster, i) for i in sorted(cluster.peers)]
     target = max(r.applied for r in replicas)
     assert target >= top
-    reference = max(replicas, key=lambda r: r.applied).entries[:target]
-    for r in replicas:  # log matching: a replica behind holds the same committed entries
-        assert r.entries[:target] == reference, f"node {r.node_id}: log differs below {target}"
+    for a in replicas:  # log matching: wherever two logs overlap up to target, they agree
+        for b in replicas:
+            if a.node_id < b.node_id:
+                common = [i for i in a.entries if i <= target and i in b.entries]
+                differ = [i for i in common if a.entries[i] != b.entries[i]]
+                assert not differ, f"nodes {a.node_id}, {b.node_id} differ at {differ[:5]}"
     keys = sorted(attempted)
     states = {r.node_id: state_at(cluster, r, target, keys) for r in replicas}
     hashes = {node_id: h for node_id, (h, _) in states.items()}

@@ -65,6 +65,9 @@ class ProcessCluster:
     # every node). Lets peer traffic go through per-pair proxies (tests/jepsen/proxy.py);
     # each view must list the node itself at its real ``peers`` address.
     peer_views: dict[int, dict[int, str]] = field(default_factory=dict)
+    # Optional NodeConfig settings for every node (written once to ``<root>/node.toml`` and
+    # passed as ``--config``), e.g. ``{"snapshot_entries": 200}``.
+    settings: dict[str, int | str | bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         ports = free_ports(2 * self.size)
@@ -86,15 +89,20 @@ class ProcessCluster:
         proc = self.procs.get(node_id)
         return proc is not None and proc.poll() is None
 
+    def _command(self, node_id: int, peers: dict[int, str]) -> list[str]:
+        cmd = node_command(
+            node_id, peers, self.clients[node_id], str(self.data_dir(node_id)), self.tick_ms
+        )
+        if self.settings:
+            path = self.root / "node.toml"
+            if not path.exists():
+                path.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in self.settings.items()))
+            cmd += ["--config", str(path)]
+        return cmd
+
     def start(self, node_id: int) -> None:
         assert node_id not in self.procs or self.procs[node_id].poll() is not None
-        cmd = node_command(
-            node_id,
-            self.peer_views.get(node_id, self.peers),
-            self.clients[node_id],
-            str(self.data_dir(node_id)),
-            self.tick_ms,
-        )
+        cmd = self._command(node_id, self.peer_views.get(node_id, self.peers))
         with self.log_path(node_id).open("ab") as logf:
             self.procs[node_id] = subprocess.Popen(
                 cmd, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL, cwd=REPO
@@ -104,17 +112,7 @@ class ProcessCluster:
         """Start ``node_id`` as a new member that joins the running cluster through the
         client endpoints ``join`` (``trioraft run --join``; a restart finds its data)."""
         assert node_id not in self.procs or self.procs[node_id].poll() is not None
-        cmd = [
-            *node_command(
-                node_id,
-                {node_id: self.peers[node_id]},
-                self.clients[node_id],
-                str(self.data_dir(node_id)),
-                self.tick_ms,
-            ),
-            "--join",
-            ",".join(join),
-        ]
+        cmd = [*self._command(node_id, {node_id: self.peers[node_id]}), "--join", ",".join(join)]
         cmd.remove("--peers")
         cmd.remove(f"{node_id}={self.peers[node_id]}")
         if learner:
@@ -156,9 +154,20 @@ class ProcessCluster:
         return "\n".join(parts)
 
 
+def _toml(value: int | str | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value) if isinstance(value, int) else f'"{value}"'
+
+
 @contextmanager
-def process_cluster(root: Path, size: int = 3, tick_ms: int = 50) -> Iterator[ProcessCluster]:
-    cluster = ProcessCluster(root, size, tick_ms)
+def process_cluster(
+    root: Path,
+    size: int = 3,
+    tick_ms: int = 50,
+    settings: dict[str, int | str | bool] | None = None,
+) -> Iterator[ProcessCluster]:
+    cluster = ProcessCluster(root, size, tick_ms, settings=dict(settings or {}))
     try:
         cluster.start_all()
         yield cluster
