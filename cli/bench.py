@@ -1,30 +1,49 @@
 """``trioraft bench``: a closed-loop load generator, in the spirit of etcd's ``benchmark``.
 
-The parent spawns ``--procs`` worker processes (so the generator is not the bottleneck:
-each worker is one trio process with its own GIL). Each worker runs its share of the
-``--clients`` concurrent request loops over its share of ``--connections`` client objects
-(one ZeroMQ DEALER per node each), reports progress a few times a second and, at the end,
-a latency histogram (log buckets, 2% wide). The parent shows a live progress bar on a
-terminal and prints throughput with p50/p90/p99/p99.9 latency, or a JSON summary.
+The parent prepares the key space (``cli.bench_workloads.prepare``), then spawns ``--procs``
+worker processes (so the generator is not the bottleneck: each worker is one trio process
+with its own GIL). Each worker runs its share of the ``--clients`` request loops over its
+share of ``--connections`` client objects (one ZeroMQ DEALER per node each).
+
+Workers and parent speak JSON lines (worker stdout, worker stdin)::
+
+    worker -> {"ready": true}                        connections (and watches) are open
+    parent -> {"start_at": t, "measure_at": t, "until": t|0}   all ready: go (monotonic clock)
+    worker -> {"progress": n}                        a few times a second
+    worker -> {"writes_done": n}                     watch only: its writers have stopped
+    worker -> {"final": true, "hist": ..., ...}      the worker's histogram and counts
+
+Warm-up load runs from ``start_at`` until ``measure_at``; only operations started after it count.
+With ``--ops`` the workers share that many operations exactly (a failed one is retried and
+counted as an error); with ``--duration`` they start none after ``until`` and finish those
+in flight. The parent merges the histograms (log buckets, 2% wide) into throughput with
+p50/p90/p99/p99.9 latency, errors by kind, the workload's own counters, and CPU use:
+the load processes' (``client_cores``), the servers' when their pids are known, the
+machine's, and what neither used (``foreign_cores``: other tenants of a shared box).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import trio
 
 from trioraft.client import endpoints_from, open_client
+from wire.errors import TrioraftError
 
 BUCKET_BASE = 1.02  # latency histogram resolution: 2%
-WORKLOADS = ("put", "get")
+WORKLOADS = ("put", "get", "scan", "txn", "cas", "watch")
+CONSISTENCIES = ("linearizable", "lease", "eventual")
+READS = ("get", "scan")  # workloads that take a consistency level
 
 
 def bucket_of(seconds: float) -> int:
@@ -54,20 +73,42 @@ def percentile(hist: Counter[int], q: float) -> float:
 class BenchSpec:
     workload: str
     endpoints: list[str]
-    clients: int
+    clients: int  # concurrent request loops (watch: writers)
     connections: int
-    ops: int  # 0: run for `duration` seconds instead
+    ops: int  # 0: run for `duration` seconds instead (watch: puts)
     duration: float
     warmup: float
     value_size: int
     key_space: int
     consistency: str
+    scan_keys: int = 100  # keys per scan page
+    watchers: int = 0  # watch: streams on the prefix
+    prefix: str = "bench/"
     worker: int = 0
     workers: int = 1
 
     def share(self, total: int) -> int:
         """This worker's share of a total split over the workers."""
         return total // self.workers + (1 if self.worker < total % self.workers else 0)
+
+    def quota(self) -> int:
+        """This worker's share of ``ops``, in proportion to its share of the clients (a
+        worker without clients gets none)."""
+        before = self.worker * (self.clients // self.workers) + min(
+            self.worker, self.clients % self.workers
+        )
+        after = before + self.share(self.clients)
+        return self.ops * after // self.clients - self.ops * before // self.clients
+
+    def key(self, i: int) -> bytes:
+        return f"{self.prefix}{i:08d}".encode()
+
+    @property
+    def label(self) -> str:
+        """The workload's name in reports: ``put``, ``get/lease``, ``scan/eventual``, ..."""
+        if self.workload in READS:
+            return f"{self.workload}/{self.consistency}"
+        return self.workload
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,127 +117,247 @@ class BenchResult:
     clients: int
     connections: int
     procs: int
-    ops: int
+    ops: int  # watch: events delivered
     errors: int
     seconds: float
     ops_per_sec: float
-    p50_ms: float
+    p50_ms: float  # watch: put-to-event latency
     p90_ms: float
     p99_ms: float
     p999_ms: float
+    value_size: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    # the workload's own counters: cas swapped/conflicts, txn succeeded/failed, get misses,
+    # scan keys, watch puts/watchers/expected_events/put_ops_per_sec/put_p50_ms/put_p99_ms
+    extra: dict[str, float] = field(default_factory=dict)
+    client_cores: float | None = None  # CPU of the load processes over the measurement
+    server_cores: float | None = None  # CPU of the server pids given, if any
+    machine_cores: float | None = None  # busy cores of the whole machine
+    foreign_cores: float | None = None  # machine - servers - load: other tenants
 
     def line(self) -> str:
-        return (
+        text = (
             f"{self.workload}: {self.ops:,} ops ({self.errors} errors), {self.clients} clients, "
             f"{self.connections} connections, {self.procs} procs in {self.seconds:.2f} s: "
             f"{self.ops_per_sec:,.0f} ops/s; latency ms p50 {self.p50_ms:.2f} "
             f"p90 {self.p90_ms:.2f} p99 {self.p99_ms:.2f} p99.9 {self.p999_ms:.2f}"
         )
+        if self.error_kinds:
+            text += "; errors: " + ", ".join(f"{k} {n}" for k, n in self.error_kinds.items())
+        if self.extra:
+            text += "; " + ", ".join(f"{k} {_num(v)}" for k, v in self.extra.items())
+        return text
 
 
-def key(i: int) -> bytes:
-    return f"bench/{i:08d}".encode()
+def _num(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() or abs(value) >= 100 else f"{value:.2f}"
 
 
-async def run_worker(spec: BenchSpec, report: Any) -> None:
-    """One worker process's load: closed loops, a histogram, progress via ``report``."""
-    value = (b"v" * spec.value_size)[: spec.value_size]
-    clients = spec.share(spec.clients)
-    connections = max(1, min(spec.share(spec.connections), clients))
-    quota = spec.share(spec.ops) if spec.ops else 0
-    hist: Counter[int] = Counter()
-    done = errors = 0
-    measuring = spec.warmup <= 0
-    start = time.perf_counter()
-    seq = spec.worker
-    if not clients:
-        report({"final": True, "hist": {}, "ops": 0, "errors": 0, "seconds": 0.0})
-        return
-
-    async def loop(client: Any) -> None:
-        nonlocal done, errors, seq
-        while True:
-            if quota and measuring and done >= quota:
-                return
-            seq += spec.workers
-            k = key(seq % spec.key_space)
-            t0 = time.perf_counter()
-            try:
-                if spec.workload == "put":
-                    await client.put(k, value)
-                else:
-                    await client.get(k, consistency=spec.consistency)
-            except Exception:  # counted and reported; a bench keeps going
-                errors += 1
-                continue
-            if measuring:
-                hist[bucket_of(time.perf_counter() - t0)] += 1
-                done += 1
-
-    async with trio.open_nursery() as outer:
-        conns = []
-        for _ in range(connections):
-            conns.append(await outer.start(_client_holder, spec.endpoints))
-        async with trio.open_nursery() as nursery:
-            for i in range(clients):
-                nursery.start_soon(loop, conns[i % connections])
-            if spec.warmup > 0:
-                await trio.sleep(spec.warmup)
-                measuring = True
-            start = time.perf_counter()
-            deadline = start + spec.duration if not quota else math.inf
-            while True:
-                await trio.sleep(0.2)
-                report({"progress": done})
-                finished = done >= quota if quota else time.perf_counter() >= deadline
-                if finished:
-                    nursery.cancel_scope.cancel()
-                    break
-        seconds = time.perf_counter() - start
-        outer.cancel_scope.cancel()
-    report({"final": True, "hist": dict(hist), "ops": done, "errors": errors, "seconds": seconds})
+def make_spec(workload: str, endpoints: str | None, **kw: Any) -> BenchSpec:
+    return BenchSpec(workload=workload, endpoints=endpoints_from(endpoints), **kw)
 
 
-async def _client_holder(endpoints: list[str], task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    async with open_client(endpoints, timeout=30) as client:
-        task_status.started(client)
-        await trio.sleep_forever()
+# --- CPU accounting from /proc (Linux; None elsewhere) -----------------------------------
 
 
-async def prepare(spec: BenchSpec) -> None:
-    """Wait for a leader; for reads, write every key of the key space once."""
-    async with open_client(spec.endpoints, timeout=30) as client:
-        await client.wait_leader(timeout=30)
-        if spec.workload != "get":
-            return
-        value = (b"v" * spec.value_size)[: spec.value_size]
-        todo = iter(range(spec.key_space))
-
-        async def writer() -> None:
-            for i in todo:
-                await client.put(key(i), value)
-
-        async with trio.open_nursery() as nursery:
-            for _ in range(min(64, spec.key_space)):
-                nursery.start_soon(writer)
+def proc_cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process, in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
-async def run_bench(spec: BenchSpec, procs: int, progress: bool) -> BenchResult:
-    """Run the workers, show progress, and merge their histograms."""
-    await prepare(spec)
-    total_hist: Counter[int] = Counter()
-    finals: list[dict[str, Any]] = []
+def machine_jiffies() -> tuple[int, int] | None:
+    """(busy, total) jiffies of the whole machine."""
+    try:
+        with open("/proc/stat") as f:
+            values = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = values[3] + (values[4] if len(values) > 4 else 0)
+    return sum(values) - idle, sum(values)
+
+
+def busy_cores(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1)
+
+
+@dataclass(slots=True)
+class _CpuSample:
+    at: float
+    parent: float
+    servers: list[float | None]
+    machine: tuple[int, int] | None
+
+    @staticmethod
+    def take(server_pids: Sequence[int]) -> _CpuSample:
+        return _CpuSample(
+            time.monotonic(),
+            time.process_time(),
+            [proc_cpu_seconds(p) for p in server_pids],
+            machine_jiffies(),
+        )
+
+
+# --- the parent ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Merged:
+    hist: Counter[int] = field(default_factory=Counter)
+    put_hist: Counter[int] = field(default_factory=Counter)
+    ops: int = 0
+    seconds: float = 0.0
+    cpu: float = 0.0
+    errors: Counter[str] = field(default_factory=Counter)
+    extra: dict[str, float] = field(default_factory=dict)
+    finals: int = 0
+
+    def add(self, msg: dict[str, Any]) -> None:
+        self.finals += 1
+        self.hist.update({int(b): n for b, n in msg["hist"].items()})
+        self.put_hist.update({int(b): n for b, n in msg.get("put_hist", {}).items()})
+        self.ops += msg["ops"]
+        self.seconds = max(self.seconds, msg["seconds"])
+        self.cpu += msg.get("cpu", 0.0)
+        self.errors.update(msg.get("errors", {}))
+        for k, v in msg.get("extra", {}).items():
+            # counters add up; durations (``*_seconds``) overlap, so take the longest
+            old = self.extra.get(k, 0.0)
+            self.extra[k] = max(old, v) if k.endswith("_seconds") else old + v
+
+
+async def run_bench(
+    spec: BenchSpec, procs: int, progress: bool, server_pids: Sequence[int] = ()
+) -> BenchResult:
+    """Prepare, run the workers, show progress, and merge their reports. ``server_pids``:
+    processes whose CPU use over the measurement is reported as ``server_cores``."""
+    from cli.bench_workloads import prepare, watch_sentinel
+
+    merged = _Merged()
     counts = [0] * procs
-    target = spec.ops or 0
-    started = time.perf_counter()
+    writes_done: dict[int, int] = {}
+    async with open_client(spec.endpoints, timeout=30) as client:
+        spec = await prepare(client, spec)
+        send, receive = trio.open_memory_channel[tuple[int, dict[str, Any]]](math.inf)
+        async with trio.open_nursery() as nursery:
+            workers: list[trio.Process] = []
+            for w in range(procs):
+                workers.append(await _spawn(nursery, spec, w, procs, send.clone()))
+            send.close()
+            for _ in range(procs):  # the barrier: every worker has its connections open
+                w, msg = await receive.receive()
+                if not msg.get("ready"):
+                    raise TrioraftError(f"bench worker {w} failed before it was ready")
+            start_at = time.monotonic() + 0.05  # every worker starts at once
+            measure_at = start_at + max(spec.warmup, 0.0)
+            until = measure_at + spec.duration if not spec.ops else 0.0
+            go = {"start_at": start_at, "measure_at": measure_at, "until": until}
+            line = (json.dumps(go) + "\n").encode()
+            for proc in workers:
+                assert proc.stdin is not None
+                await proc.stdin.send_all(line)
+            if progress:
+                nursery.start_soon(_show_progress, counts, spec, measure_at)
+            await trio.sleep(max(0.0, measure_at - time.monotonic()))
+            first = _CpuSample.take(server_pids)
+            last = first
+            async for w, msg in receive:
+                if "progress" in msg:
+                    counts[w] = msg["progress"]
+                elif "writes_done" in msg:
+                    writes_done[w] = msg["writes_done"]
+                    if len(writes_done) == procs:  # every put is in: tell the watchers
+                        await client.put(watch_sentinel(spec), b"end")
+                elif msg.get("final"):
+                    last = _CpuSample.take(server_pids)  # the last one ends the window
+                    merged.add(msg)
+                elif "exit" in msg and msg["exit"] is not None:
+                    raise TrioraftError(f"bench worker {w} exited with status {msg['exit']}")
+            nursery.cancel_scope.cancel()
+    if progress:
+        print(file=sys.stderr)
+    return _result(spec, procs, merged, first, last)
 
-    async def one(worker: int) -> None:
-        wspec = json.dumps(
-            asdict(BenchSpec(**{**asdict(spec), "worker": worker, "workers": procs}))
-        )
-        proc = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "cli.bench", wspec], stdout=subprocess.PIPE
-        )
+
+def _result(
+    spec: BenchSpec, procs: int, merged: _Merged, first: _CpuSample, last: _CpuSample
+) -> BenchResult:
+    seconds = merged.seconds or float("nan")
+    window = last.at - first.at
+    client_cores = (merged.cpu + last.parent - first.parent) / seconds
+    machine = busy_cores(first.machine, last.machine)
+    server_cores: float | None = None
+    if first.servers and window > 0:
+        deltas = [(b - a) for a, b in zip(first.servers, last.servers, strict=True) if a and b]
+        server_cores = sum(deltas) / window
+    foreign = None
+    if machine is not None and server_cores is not None:
+        foreign = machine - server_cores - client_cores
+    extra = dict(merged.extra)
+    if spec.workload == "watch":
+        puts = extra.get("puts", 0.0)
+        extra["expected_events"] = puts * spec.watchers
+        put_seconds = extra.pop("put_seconds", 0.0)
+        if put_seconds:
+            extra["put_ops_per_sec"] = round(puts / put_seconds, 1)
+        if merged.put_hist:
+            extra["put_p50_ms"] = round(percentile(merged.put_hist, 50), 3)
+            extra["put_p99_ms"] = round(percentile(merged.put_hist, 99), 3)
+    return BenchResult(
+        workload=spec.label,
+        clients=spec.clients,
+        connections=spec.connections,
+        procs=procs,
+        ops=merged.ops,
+        errors=sum(merged.errors.values()),
+        seconds=seconds,
+        ops_per_sec=merged.ops / seconds,
+        p50_ms=percentile(merged.hist, 50),
+        p90_ms=percentile(merged.hist, 90),
+        p99_ms=percentile(merged.hist, 99),
+        p999_ms=percentile(merged.hist, 99.9),
+        value_size=spec.value_size,
+        error_kinds=dict(merged.errors),
+        extra=extra,
+        client_cores=_round(client_cores),
+        server_cores=_round(server_cores),
+        machine_cores=_round(machine),
+        foreign_cores=_round(foreign),
+    )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else round(value, 3)
+
+
+async def _spawn(
+    nursery: trio.Nursery,
+    spec: BenchSpec,
+    worker: int,
+    procs: int,
+    send: trio.MemorySendChannel[tuple[int, dict[str, Any]]],
+) -> trio.Process:
+    wspec = json.dumps(asdict(replace(spec, worker=worker, workers=procs)))
+    proc = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "cli.bench", wspec],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+    )
+    nursery.start_soon(_read_worker, proc, worker, send)
+    return proc
+
+
+async def _read_worker(
+    proc: trio.Process, worker: int, send: trio.MemorySendChannel[tuple[int, dict[str, Any]]]
+) -> None:
+    """Forward a worker's JSON lines; at its end, {"exit": status} if it failed."""
+    async with send:
         try:
             assert proc.stdout is not None
             buf = b""
@@ -204,74 +365,57 @@ async def run_bench(spec: BenchSpec, procs: int, progress: bool) -> BenchResult:
                 buf += chunk
                 while b"\n" in buf:
                     line, buf = buf.split(b"\n", 1)
-                    msg = json.loads(line)
-                    if msg.get("final"):
-                        finals.append(msg)
-                        total_hist.update({int(b): n for b, n in msg["hist"].items()})
-                    else:
-                        counts[worker] = msg["progress"]
-            await proc.wait()
+                    await send.send((worker, json.loads(line)))
+            code = await proc.wait()
+            await send.send((worker, {"exit": code or None}))
         finally:
             if proc.returncode is None:
                 proc.kill()
                 with trio.CancelScope(shield=True):
                     await proc.wait()
 
-    async with trio.open_nursery() as outer:
-        if progress:
-            outer.start_soon(_show_progress, counts, target, spec.duration, started)
-        async with trio.open_nursery() as workers:
-            for w in range(procs):
-                workers.start_soon(one, w)
-        outer.cancel_scope.cancel()  # the progress bar runs until the workers are done
-    if progress:
-        print(file=sys.stderr)
-    ops = sum(f["ops"] for f in finals)
-    seconds = max((f["seconds"] for f in finals), default=0.0) or float("nan")
-    return BenchResult(
-        workload=spec.workload if spec.workload == "put" else f"get/{spec.consistency}",
-        clients=spec.clients,
-        connections=spec.connections,
-        procs=procs,
-        ops=ops,
-        errors=sum(f["errors"] for f in finals),
-        seconds=seconds,
-        ops_per_sec=ops / seconds,
-        p50_ms=percentile(total_hist, 50),
-        p90_ms=percentile(total_hist, 90),
-        p99_ms=percentile(total_hist, 99),
-        p999_ms=percentile(total_hist, 99.9),
-    )
 
-
-async def _show_progress(counts: list[int], target: int, duration: float, started: float) -> None:
+async def _show_progress(counts: list[int], spec: BenchSpec, measure_at: float) -> None:
     width = 30
+    target = spec.ops * (spec.watchers if spec.workload == "watch" else 1)
     while True:
         await trio.sleep(0.25)
         done = sum(counts)
-        elapsed = time.perf_counter() - started
-        frac = min(1.0, done / target) if target else min(1.0, elapsed / max(duration, 1e-9))
+        elapsed = time.monotonic() - measure_at
+        if target:
+            frac = min(1.0, done / target)
+        else:
+            frac = min(1.0, max(0.0, elapsed) / max(spec.duration, 1e-9))
         bar = "#" * int(frac * width)
+        phase = "warm-up" if elapsed < 0 else "ops"
         print(
-            f"\r[{bar:<{width}}] {done:>10,} ops {elapsed:6.1f} s",
+            f"\r[{bar:<{width}}] {done:>10,} {phase:<7} {elapsed:6.1f} s",
             end="",
             file=sys.stderr,
             flush=True,
         )
 
 
-def make_spec(workload: str, endpoints: str | None, **kw: Any) -> BenchSpec:
-    return BenchSpec(workload=workload, endpoints=endpoints_from(endpoints), **kw)
+# --- a worker process ------------------------------------------------------------------------
 
 
 def _worker_main(raw: str) -> None:
+    from cli.bench_workloads import run_worker
+
     spec = BenchSpec(**json.loads(raw))
 
     def report(msg: dict[str, Any]) -> None:
         sys.stdout.write(json.dumps(msg) + "\n")
         sys.stdout.flush()
 
-    trio.run(run_worker, spec, report)
+    async def control() -> dict[str, Any]:
+        line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+        if not line:
+            raise SystemExit(1)  # the parent went away
+        msg: dict[str, Any] = json.loads(line)
+        return msg
+
+    trio.run(run_worker, spec, report, control)
 
 
 if __name__ == "__main__":

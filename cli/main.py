@@ -6,7 +6,6 @@ exit non-zero: 2 for usage and configuration errors (as for unknown options), 1 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -18,6 +17,7 @@ from typing import Annotated, Any
 import trio
 import typer
 
+from cli.bench_cli import bench_app
 from cli.member import leader_app, member_app
 from cli.snapshot import snapshot_app
 from trioraft.config import load_config, parse_peers
@@ -376,124 +376,10 @@ def status(
     print_status(_client_call(endpoints, 10.0, cluster_table), as_json)
 
 
-bench_app = typer.Typer(help="Load generators.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(member_app, name="member")
 app.add_typer(leader_app, name="leader")
-
-
-def _bench(
-    workload: str,
-    endpoints: str | None,
-    clients: int,
-    connections: int | None,
-    procs: int,
-    ops: int,
-    duration: float,
-    warmup: float,
-    value_size: int,
-    key_space: int,
-    consistency: str,
-    as_json: bool,
-) -> None:
-    from cli.bench import make_spec, run_bench
-
-    if consistency not in ("linearizable", "lease", "eventual"):
-        fail(f"--consistency: expected linearizable, lease or eventual, got {consistency!r}", 2)
-    spec = make_spec(
-        workload,
-        endpoints,
-        clients=clients,
-        connections=connections or clients,
-        ops=0 if duration else ops,
-        duration=duration,
-        warmup=warmup,
-        value_size=value_size,
-        key_space=key_space,
-        consistency=consistency,
-    )
-    result = _run(lambda: run_bench(spec, procs, progress=sys.stderr.isatty() and not as_json))
-    if as_json:
-        typer.echo(json.dumps(dataclasses.asdict(result)))
-    else:
-        typer.echo(result.line())
-
-
-ClientsOpt = Annotated[int, typer.Option(help="Concurrent requests in flight.", min=1)]
-ConnectionsOpt = Annotated[
-    int | None, typer.Option(help="Client connections (default: one per client).", min=1)
-]
-ProcsOpt = Annotated[int, typer.Option(help="Load processes.", min=1)]
-OpsOpt = Annotated[int, typer.Option(help="Total operations (ignored with --duration).", min=1)]
-DurationOpt = Annotated[float, typer.Option(help="Seconds to measure instead of --ops.")]
-WarmupOpt = Annotated[float, typer.Option(help="Seconds of load before measuring.")]
-ValueSizeOpt = Annotated[int, typer.Option(help="Value size in bytes.", min=0)]
-KeySpaceOpt = Annotated[int, typer.Option(help="Distinct keys.", min=1)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary.")]
-
-
-@bench_app.command("put")
-def bench_put(
-    endpoints: EndpointsOpt = None,
-    clients: ClientsOpt = 16,
-    connections: ConnectionsOpt = None,
-    procs: ProcsOpt = 1,
-    ops: OpsOpt = 10000,
-    duration: DurationOpt = 0.0,
-    warmup: WarmupOpt = 0.0,
-    value_size: ValueSizeOpt = 64,
-    key_space: KeySpaceOpt = 10000,
-    as_json: JsonOpt = False,
-) -> None:
-    """Closed-loop puts; prints ops/s and p50/p90/p99/p99.9 latency."""
-    _bench(
-        "put",
-        endpoints,
-        clients,
-        connections,
-        procs,
-        ops,
-        duration,
-        warmup,
-        value_size,
-        key_space,
-        "linearizable",
-        as_json,
-    )
-
-
-@bench_app.command("get")
-def bench_get(
-    endpoints: EndpointsOpt = None,
-    consistency: Annotated[str, typer.Option(help="linearizable, lease or eventual.")] = (
-        "linearizable"
-    ),
-    clients: ClientsOpt = 16,
-    connections: ConnectionsOpt = None,
-    procs: ProcsOpt = 1,
-    ops: OpsOpt = 10000,
-    duration: DurationOpt = 0.0,
-    warmup: WarmupOpt = 0.0,
-    value_size: ValueSizeOpt = 64,
-    key_space: KeySpaceOpt = 1000,
-    as_json: JsonOpt = False,
-) -> None:
-    """Closed-loop gets at a consistency level (the key space is written first)."""
-    _bench(
-        "get",
-        endpoints,
-        clients,
-        connections,
-        procs,
-        ops,
-        duration,
-        warmup,
-        value_size,
-        key_space,
-        consistency,
-        as_json,
-    )
 
 
 def _client_call(endpoints: str | None, timeout: float, op: Any) -> Any:
