@@ -2,23 +2,18 @@
 
 ``wait_converged`` (online, bounded): a leader, a probe write that succeeds, then every node's
 ``status().applied`` equal and at least the probe's revision. ``compare_state`` (online):
-eventual reads of every key the workloads wrote, from each node, must agree. ``offline_state``
-(after the nodes stopped): each data dir opened with ``storage.open_store``, its kv data
-hashed with its applied index; nodes at the same applied index must hash the same (peer
-addresses in the membership record masked: each node stores its own view of them).
+eventual reads of every key the workloads wrote, from each node, must agree. The checks of
+the stopped nodes' data dirs are in ``jepsen.offline``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
-from pathlib import Path
 
 import trio
 
 from jepsen.checkers import Check
-from storage import Identity, open_store
 from trioraft.client import Client
 from trioraft.errors import TrioraftError
 from wire import client_messages as cm
@@ -124,50 +119,6 @@ async def compare_state(admin: Client, keys: Sequence[str], bound: float) -> Che
             {"digests": digests},
         )
     return Check("state", True, f"state: True ({len(keys)} keys equal on every node)")
-
-
-# Keys of the state machine whose value names peer addresses: each node stores its own
-# view (the suite gives every node a different address for each peer, through its
-# proxies; config.py allows that), so they are compared with the addresses masked.
-ADDRESS_KEYS = (b"mmembership",)
-_ADDRESS = re.compile(rb"tcp://[^\"\s,\]]*")
-
-
-def _comparable(key: bytes, value: bytes) -> bytes:
-    return _ADDRESS.sub(b"tcp://*", value) if key in ADDRESS_KEYS else value
-
-
-def offline_state(data_dirs: dict[int, Path], cluster_id: int) -> Check:
-    """Hash each stopped node's kv data; nodes at the same applied index must agree, and on
-    which keys they differ is reported when they do not."""
-    found: dict[int, tuple[int, str, int]] = {}
-    data: dict[int, dict[bytes, bytes]] = {}
-    for node_id, path in sorted(data_dirs.items()):
-        store = open_store(str(path), Identity(cluster_id, node_id), create=False)
-        try:
-            pairs = [(k, _comparable(k, v)) for k, v in store.scan(b"")]
-            data[node_id] = dict(pairs)
-            found[node_id] = (store.applied_index(), _digest(pairs), len(pairs))
-        finally:
-            store.close()
-    by_applied: dict[int, list[int]] = {}
-    for node_id, (applied, _d, _n) in found.items():
-        by_applied.setdefault(applied, []).append(node_id)
-    text = ", ".join(f"node {n}: applied {a}, {k} keys, {d[:12]}" for n, (a, d, k) in found.items())
-    valid = True
-    for nodes in by_applied.values():
-        if len({found[n][1] for n in nodes}) > 1:
-            valid = False
-            first, *rest = nodes
-            keys = set().union(*(data[n] for n in nodes))
-            differ = sorted(
-                k for k in keys if any(data[n].get(k) != data[first].get(k) for n in rest)
-            )
-            text += f"; nodes {nodes} differ on {len(differ)} keys: {differ[:5]}"
-    if valid and len(by_applied) > 1:
-        top = max(by_applied)
-        text += f" (nodes behind {top} lost unsynced applies at shutdown; the log replays them)"
-    return Check("offline-state", valid, f"offline-state: {valid} ({text})", {"nodes": found})
 
 
 def _digest(pairs: Sequence[tuple[object, object]]) -> str:

@@ -11,8 +11,8 @@ when a fault starts is up to the cluster). Faults:
 | ``partition`` | isolate-leader, halves, bridge, leader-out, leader-in | proxy blocks (below) |
 | ``delay`` | all | every peer message delayed 20-200 ms plus as much jitter |
 | ``drop`` | all | every peer message dropped with probability 0.05-0.3 |
-| ``membership`` | | not available yet (see ``PENDING``) |
-| ``snapshot`` | | not available yet (see ``PENDING``) |
+| ``snapshot`` | partition, kill | a follower cut off until the others compacted past it |
+| ``membership`` | demote-follower, demote-leader, transfer | beside the windows (below) |
 
 Partitions go through ``proxy.ProxyNet`` (bytes held while cut, late delivery at the heal;
 one heal in two also severs the connections, dropping what was held). ``halves``: a random
@@ -22,6 +22,13 @@ node (it still hears them: their requests arrive, its replies do not). ``leader-
 byte from another node reaches the leader (its heartbeats and appends still go out, no
 answer comes back). "Leader" is the node with the highest term that says it leads when the
 fault starts; with no leader, a node picked by the seed.
+
+``snapshot`` windows (``jepsen.snapshots``) last until every other node has compacted its
+log past the follower's (at least their drawn length, at most ``snapshots.CAP`` s more);
+the next window starts a calm period after. The runner starts the nodes with small
+snapshot thresholds for them. ``membership`` (``jepsen.membership``) takes no window: it
+runs beside the schedule from start to end (voters demoted and promoted back, leadership
+transferred, during the other faults), and its heal restores the original voters.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from typing import Any
 
 import trio
 
+from jepsen import membership, snapshots
 from jepsen.history import History
 from jepsen.proxy import ProxyNet
 from trioraft.client import Client
@@ -44,21 +52,13 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "partition": ("isolate-leader", "halves", "bridge", "leader-out", "leader-in"),
     "delay": ("all",),
     "drop": ("all",),
+    "snapshot": snapshots.VARIANTS,
+    "membership": membership.VARIANTS,
 }
-PENDING = {
-    # TODO(membership): in a fault window, remove a voter (Client.remove_member), stop it,
-    # wipe its data dir, add it back as a learner with auto_promote (Client.add_learner)
-    # and start it joining; or add a fourth node and remove another. Needs the harness to
-    # start a node that joins an existing cluster.
-    "membership": "membership changes are not wired into the suite yet (they were landing "
-    "while it was written; hook: tests/jepsen/nemesis.py)",
-    # TODO(snapshot): start the nodes with a small snapshot_entries and
-    # snapshot_catchup_entries (a --config TOML), cut one follower off for long enough that
-    # the leader compacts past its log, heal, and require a snapshot install in its log
-    # besides the usual convergence and state checks.
-    "snapshot": "snapshot transfer to a lagging follower is not wired into the suite yet "
-    "(snapshots were landing while it was written; hook: tests/jepsen/nemesis.py)",
-}
+# Nemeses the product cannot be tested with yet: name -> why (``parse_nemeses`` raises
+# ``NotAvailable``; ``run.py`` exits with status 3).
+PENDING: dict[str, str] = {}
+CALM = (2.0, 4.0)  # seconds between fault windows
 
 
 class NotAvailable(Exception):
@@ -101,11 +101,13 @@ def schedule(
     nemeses: list[tuple[str, str | None]],
     duration: float,
     *,
-    calm: tuple[float, float] = (2.0, 4.0),
+    calm: tuple[float, float] = CALM,
     fault: tuple[float, float] = (3.0, 7.0),
 ) -> list[Fault]:
-    """Fault windows for a run of ``duration`` seconds, from the seed alone."""
+    """Fault windows for a run of ``duration`` seconds, from the seed alone (``membership``
+    takes none: see ``membership_variants``)."""
     rng = random.Random(f"nemesis-{seed}")
+    nemeses = [(k, v) for k, v in nemeses if k != "membership"]
     faults: list[Fault] = []
     t = rng.uniform(*calm)
     while nemeses:
@@ -127,11 +129,27 @@ def schedule(
     return faults
 
 
+def membership_variants(nemeses: list[tuple[str, str | None]]) -> tuple[str, ...] | None:
+    """The variants the ``membership`` nemesis may use (None: it is not selected)."""
+    picked = [v for k, v in nemeses if k == "membership"]
+    if not picked:
+        return None
+    return membership.VARIANTS if None in picked else tuple(dict.fromkeys(v for v in picked if v))
+
+
 class Nemesis:
     """Applies a schedule to a ``ProcessCluster`` and its ``ProxyNet``; heals everything at
     each window's end and, whatever happens, in ``heal_all``."""
 
-    def __init__(self, cluster: Any, net: ProxyNet, admin: Client, history: History, seed: int):
+    def __init__(
+        self,
+        cluster: Any,
+        net: ProxyNet,
+        admin: Client,
+        history: History,
+        seed: int,
+        snapshot_faults: snapshots.SnapshotFaults | None = None,
+    ):
         self.cluster = cluster
         self.net = net
         self.admin = admin
@@ -141,23 +159,49 @@ class Nemesis:
         self.paused: set[int] = set()
         self.applied: list[str] = []
         self.unexpected_exits: dict[int, int] = {}
+        self.snapshots = snapshot_faults
 
     @property
     def nodes(self) -> list[int]:
         return sorted(self.cluster.peers)
 
-    async def run(self, faults: list[Fault], t0: float) -> None:
+    async def run(self, faults: list[Fault], t0: float, end: float) -> None:
+        """Apply ``faults`` (times from ``t0``); none starts unless it can end by ``end``
+        (a ``snapshot`` window that ran long delays the next ones by a calm period)."""
+        overran = t0
         try:
             for f in faults:
-                await trio.sleep_until(t0 + f.at)
-                desc = await self.apply(f)
-                self.applied.append(desc)
-                self.history.nemesis("start", desc)
-                await trio.sleep(f.duration)
-                self.heal()
+                await trio.sleep_until(max(t0 + f.at, overran + CALM[0]))
+                if trio.current_time() + f.duration > end - 0.5:
+                    break
+                if f.kind == "snapshot":
+                    desc = await self.snapshot_window(f, end)
+                    overran = trio.current_time()
+                else:
+                    desc = await self.apply(f)
+                    self.applied.append(desc)
+                    self.history.nemesis("start", desc)
+                    await trio.sleep(f.duration)
+                    self.heal()
                 self.history.nemesis("stop", desc)
         finally:
             self.heal()
+
+    async def snapshot_window(self, f: Fault, end: float) -> str:
+        assert self.snapshots is not None, "the runner sets up snapshot runs"
+        rng = random.Random(f.pick)
+        leader = await self.leader()
+        others = [n for n in self.nodes if n != leader]
+        node = rng.choice(others if leader is not None else self.nodes)
+        window = await self.snapshots.start(self, f.variant, node)
+        desc = f"{f.describe()} node={node} last_index={window.last_index}"
+        self.applied.append(desc)
+        self.history.nemesis("start", desc)
+        until = min(trio.current_time() + f.duration + snapshots.CAP, end - 0.5)
+        await self.snapshots.wait(window, f.duration, until)
+        self.snapshots.healing(window)
+        self.heal()
+        return window.describe()
 
     async def leader(self) -> int | None:
         best: cm.StatusReply | None = None

@@ -8,8 +8,9 @@ From the repository root::
     .venv/bin/python tests/jepsen/run.py --seed 1 --runs 10 --duration 120  # seeds 1..10
     .venv/bin/python tests/jepsen/run.py --check-history artifacts/jepsen/X/history.jsonl
 
-Nemeses: kill, pause, partition, delay, drop (a ``kind:variant`` picks one variant, e.g.
-``kill:leader``, ``partition:leader-out``; see tests/jepsen/nemesis.py). Workloads:
+Nemeses: kill, pause, partition, delay, drop, snapshot, membership (a ``kind:variant``
+picks one variant, e.g. ``kill:leader``, ``partition:leader-out``, ``snapshot:kill``,
+``membership:transfer``; see tests/jepsen/nemesis.py). Workloads:
 register, set, watch. A failing run keeps ``artifacts/jepsen/<time>-<seed>/`` and prints
 the command that repeats it. Exit status: 0 if every run passed, 1 if any failed, 2 if
 some could not be decided (e.g. a history too expensive to check), 3 for a nemesis that is
@@ -38,12 +39,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=1, help="runs with seeds seed, seed+1, ...")
     p.add_argument("--duration", type=float, default=60.0, help="seconds of workload per run")
     p.add_argument("--workload", default="register,set", help="register,set,watch")
-    p.add_argument("--nemesis", default="partition,kill", help="kill,pause,partition,delay,drop")
+    p.add_argument(
+        "--nemesis",
+        default="partition,kill",
+        help="kill,pause,partition,delay,drop,snapshot,membership",
+    )
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--tick-ms", type=int, default=50)
     p.add_argument("--recovery", type=float, default=30.0, help="bound after healing (s)")
     p.add_argument("--register-workers", type=int, default=6)
     p.add_argument("--set-workers", type=int, default=3)
+    p.add_argument(
+        "--snapshot-entries",
+        type=int,
+        default=200,
+        help="with the snapshot nemesis: nodes snapshot every N entries (keep N/10 more)",
+    )
     p.add_argument(
         "--read-consistency",
         default="linearizable",
@@ -92,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             recovery=args.recovery,
             register_workers=args.register_workers,
             set_workers=args.set_workers,
+            snapshot_entries=args.snapshot_entries,
             read_consistency=args.read_consistency,
             sessions=not args.no_sessions,
             keep=args.keep,

@@ -1,11 +1,16 @@
 """One fault-injection run, start to verdict.
 
 1. Start ``nodes`` real ``trioraft run`` processes on 127.0.0.1 with every peer link through
-   a fault-injecting proxy (``proxy.ProxyNet``, served by this process).
-2. Run the workloads for ``duration`` seconds while the nemesis follows its schedule.
-3. Heal everything, wait (bounded) for a leader that accepts a write and for every node to
-   reach one applied index; do the workloads' final reads; compare every node's state.
-4. Stop the nodes; hash each data dir offline; look for tracebacks in the node logs.
+   a fault-injecting proxy (``proxy.ProxyNet``, served by this process); with the
+   ``snapshot`` nemesis, with small snapshot thresholds (``snapshots.settings``).
+2. Run the workloads for ``duration`` seconds while the nemesis follows its schedule (and
+   the ``membership`` nemesis changes voters beside it).
+3. Heal everything (the original voters too), wait (bounded) for a leader that accepts a
+   write and for every node to reach one applied index; do the workloads' final reads;
+   compare every node's state.
+4. Stop the nodes; check each data dir offline (``offline``: committed logs agree, every
+   replica's state at one index); look for tracebacks in the node logs; with the
+   ``snapshot`` nemesis, require the snapshot installs it provoked.
 5. Check the history (linearizability per key, set, watch) and write everything to
    ``artifacts/jepsen/<time>-<seed>/``: ``history.jsonl``, ``results.json``, node logs and
    data dirs. The folder is deleted when every check passes (unless ``keep``).
@@ -28,14 +33,15 @@ from typing import Any
 import trio
 
 from harness.cluster import REPO, ProcessCluster, free_ports
-from jepsen import convergence
+from jepsen import convergence, offline, snapshots
 from jepsen.checkers import SKIPPED, Check, check_logs
 from jepsen.history import UNKNOWN, History
-from jepsen.nemesis import Nemesis, parse_nemeses, schedule
+from jepsen.membership import MembershipNemesis
+from jepsen.nemesis import Nemesis, membership_variants, parse_nemeses, schedule
 from jepsen.proxy import ProxyNet
 from jepsen.watch import WatchWorkload
 from jepsen.workloads import ClientSettings, RegisterWorkload, SetWorkload, Workload
-from trioraft.client import open_client
+from trioraft.client import Client, open_client
 from trioraft.config import NodeConfig
 
 ARTIFACTS = REPO / "artifacts" / "jepsen"
@@ -59,14 +65,16 @@ class RunConfig:
     set_workers: int = 3
     read_consistency: str = "linearizable"  # "eventual": a planted anomaly for self-tests
     sessions: bool = True  # False: clients without exactly-once sessions
+    snapshot_entries: int = 200  # with the snapshot nemesis: snapshot every N entries
     keep: bool = False
     artifacts: Path = ARTIFACTS
     allowed_tracebacks: tuple[str, ...] = ()
 
     @property
     def hard_cap(self) -> float:
-        """No run outlives this (seconds): workload, recovery, final reads, margins."""
-        return 1.2 * self.duration + 3 * self.recovery + 120
+        """No run outlives this (seconds): workload, restoring the voters, recovery,
+        final reads, margins."""
+        return 1.2 * self.duration + 4 * self.recovery + 120
 
     def command(self) -> str:
         """The command that repeats this run (same seed: same schedule and choices)."""
@@ -91,7 +99,7 @@ class RunConfig:
         if not self.sessions:
             args.append("--no-sessions")
         defaults = RunConfig(seed=0)
-        for name in ("recovery", "register_workers", "set_workers"):
+        for name in ("recovery", "register_workers", "set_workers", "snapshot_entries"):
             if getattr(self, name) != getattr(defaults, name):
                 args += ["--" + name.replace("_", "-"), f"{getattr(self, name):g}"]
         return shlex.join(args)
@@ -165,6 +173,14 @@ async def run(cfg: RunConfig) -> RunResult:
     folder = _folder(cfg)
     history = History()
     cluster = ProcessCluster(folder, cfg.nodes, cfg.tick_ms)
+    snapshot_faults: snapshots.SnapshotFaults | None = None
+    if any(kind == "snapshot" for kind, _ in faults_spec):
+        cluster.settings = snapshots.settings(cfg.snapshot_entries)
+        catchup = cluster.settings["snapshot_catchup_entries"]
+        assert isinstance(catchup, int)
+        snapshot_faults = snapshots.SnapshotFaults(cluster, catchup)
+    member_variants = membership_variants(faults_spec)
+    members: MembershipNemesis | None = None
     real = {n: _port(a) for n, a in cluster.peers.items()}
     taken = {_port(a) for a in [*cluster.peers.values(), *cluster.clients.values()]}
     pairs = [(i, j) for i in real for j in real if i != j]
@@ -198,15 +214,30 @@ async def run(cfg: RunConfig) -> RunResult:
                         await admin.wait_leader(timeout=30)
                     except trio.TooSlowError:
                         raise RuntimeError("no leader within 30 s of starting") from None
-                    nemesis = Nemesis(cluster, net, admin, history, cfg.seed)
+                    nemesis = Nemesis(cluster, net, admin, history, cfg.seed, snapshot_faults)
+                    if member_variants is not None:
+                        member_admin = await nursery.start(_admin_client, cluster.endpoints)
+                        members = MembershipNemesis(
+                            member_admin,
+                            history,
+                            cfg.seed,
+                            sorted(cluster.peers),
+                            member_variants,
+                            applied=nemesis.applied,
+                        )
+                        nursery.start_soon(members.watch)
                     for w in workloads:
                         nursery.start_soon(w.background, cfg.duration)
                     t0 = trio.current_time()
                     async with trio.open_nursery() as phase:
                         for w in workloads:
                             phase.start_soon(w.run, t0 + cfg.duration)
-                        phase.start_soon(nemesis.run, plan, t0)
+                        phase.start_soon(nemesis.run, plan, t0, t0 + cfg.duration)
+                        if members is not None:
+                            phase.start_soon(members.run, t0 + cfg.duration)
                     nemesis.heal()
+                    if members is not None:
+                        await members.restore(cfg.recovery)
                     history.nemesis("healed")
                     checks.append(
                         await convergence.wait_converged(
@@ -232,13 +263,17 @@ async def run(cfg: RunConfig) -> RunResult:
     if nemesis is not None and nemesis.unexpected_exits:
         exits = nemesis.unexpected_exits
         checks.append(Check("crashes", False, f"crashes: nodes exited on their own: {exits}"))
+    if members is not None:
+        checks.append(members.check())
     try:
         cid = NodeConfig(node_id=1, peers=cluster.peers).cluster_id
         dirs = {n: cluster.data_dir(n) for n in cluster.peers}
-        checks.append(convergence.offline_state(dirs, cid))
+        checks.append(offline.offline_state(dirs, cid, cluster.peers, cluster.settings))
     except Exception as exc:
         checks.append(Check("offline-state", False, f"offline-state: could not open: {exc}"))
     checks.append(check_logs(cluster.log_path(n) for n in cluster.peers))
+    if snapshot_faults is not None:
+        checks.append(snapshot_faults.check())
     for w in workloads:
         checks.append(w.check())
     valid: bool | str = True
@@ -261,6 +296,15 @@ async def run(cfg: RunConfig) -> RunResult:
     if valid is True and not cfg.keep:
         shutil.rmtree(folder, ignore_errors=True)
     return result
+
+
+async def _admin_client(
+    endpoints: list[str], *, task_status: trio.TaskStatus[Client] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """A client of its own for the membership nemesis, open until cancelled."""
+    async with open_client(endpoints, timeout=5, attempt_timeout=1) as client:
+        task_status.started(client)
+        await trio.sleep_forever()
 
 
 def _save(result: RunResult, history: History) -> None:
