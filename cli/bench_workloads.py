@@ -68,9 +68,9 @@ def watch_sentinel(spec: BenchSpec) -> bytes:
 
 def error_kind(exc: BaseException) -> str:
     """The name an error is counted under. The client retries ``Busy`` until its deadline
-    and then raises ``Timeout``, which names the last error."""
-    if isinstance(exc, Timeout) and "overloaded" in str(exc):
-        return "Timeout(Busy)"
+    and then raises ``Timeout``, which keeps the last error."""
+    if isinstance(exc, Timeout) and exc.last_error is not None:
+        return f"Timeout({type(exc.last_error).__name__})"
     return type(exc).__name__
 
 

@@ -18,6 +18,7 @@ turns v, w into v, w, v, which no linearizable order explains; the fault suite f
 from __future__ import annotations
 
 import os
+import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -463,10 +464,13 @@ class Client(members.ClusterAdmin):
                                 f"no answer ({exc}); the request may have been applied, and "
                                 "it is not retried without a session"
                             ) from None
-                    await trio.sleep(backoff)
+                    # jittered, so that clients refused together do not return together
+                    await trio.sleep(backoff * random.uniform(0.5, 1.0))
                     backoff = min(backoff * 2, 0.5)
         except trio.TooSlowError:
-            raise Timeout(f"gave up: {last}") from None
+            error = Timeout(f"gave up: {last}")
+            error.last_error = last
+            raise error from None
 
     async def _any_call(self, request: Any, timeout: float | None) -> Any:
         last: TrioraftError | None = None

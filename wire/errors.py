@@ -33,9 +33,11 @@ class Unavailable(TrioraftError):
 
 
 class Timeout(TrioraftError):
-    """The deadline passed before an answer came. A timed-out write may still commit."""
+    """The deadline passed before an answer came. A timed-out write may still commit.
+    ``last_error``: when the client retried, the error of its last attempt (e.g. ``Busy``)."""
 
     code = 4
+    last_error: TrioraftError | None = None
 
 
 class Compacted(TrioraftError):

@@ -34,7 +34,7 @@ Sockets are not thread-safe: use each from the trio thread only.
 from __future__ import annotations
 
 import errno
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Final, Self
 
@@ -321,6 +321,29 @@ class TrioSocket:
             raise _map_error(exc, "send") from None
         self._after_op()
         return True
+
+    def send_many_nowait(self, messages: Iterable[Sequence[Frame]]) -> int:
+        """Send each message the socket can take now; returns how many were *not* sent.
+
+        Like ``send_multipart_nowait`` per message, but ``EVENTS`` is re-checked once at
+        the end rather than after each message. A message is not sent on EAGAIN or, on a
+        ROUTER, for a routing id that is not connected; other ZeroMQ errors skip that
+        message too. A closed socket or context raises ``trio.ClosedResourceError``.
+        """
+        self._check_open()
+        unsent = 0
+        send_now = self._send_now
+        try:
+            for frames in messages:
+                try:
+                    send_now(frames)
+                except zmq.ZMQError as exc:
+                    if exc.errno in (_ETERM, _ENOTSOCK):
+                        raise _map_error(exc, "send") from None
+                    unsent += 1
+        finally:
+            self._after_op()
+        return unsent
 
     async def send_multipart(self, frames: Sequence[Frame]) -> None:
         """Send a message, waiting while the socket cannot take it.

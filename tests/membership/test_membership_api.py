@@ -86,6 +86,28 @@ async def test_two_concurrent_changes_one_wins_the_other_gets_a_clear_error() ->
             assert len(won[0].learners) == 1
 
 
+async def test_two_concurrent_joins_both_complete() -> None:
+    """A join that meets another change in progress is answered ``Busy`` (retried by the
+    client), not ``ChangeInProgress``: nodes started together join one after the other."""
+    with trio.fail_after(60):
+        async with member_cluster(3, 2) as c, open_client(c.endpoints) as client:
+            await c.wait_leader()
+            replies: list[mm.JoinClusterReply] = []
+
+            async def join(node: int) -> None:
+                reply = await client.join_cluster(
+                    node, c.peer_addrs[node], c.client_addrs[node], auto_promote=False
+                )
+                replies.append(reply)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(join, 4)
+                nursery.start_soon(join, 5)
+            assert len(replies) == 2
+            meta = await client.cluster_metadata()
+            assert meta.membership.learners == [4, 5]
+
+
 async def test_invalid_changes_are_refused_with_the_reason() -> None:
     with trio.fail_after(60):
         async with member_cluster(3, 1) as c, open_client(c.endpoints) as client:

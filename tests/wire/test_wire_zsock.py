@@ -436,3 +436,46 @@ async def test_context_managers_close(ctx: ZmqContext) -> None:
         assert not dealer.closed
     assert dealer.closed
     assert "closed" in repr(dealer)
+
+
+async def test_send_many_sends_what_it_can_and_counts_the_rest(
+    pair: tuple[TrioSocket, TrioSocket],
+) -> None:
+    router, dealer = pair
+    unknown = node_routing_id(99)
+    with trio.fail_after(SAFETY):
+        with trio.testing.assert_no_checkpoints():
+            unsent = router.send_many_nowait([[PEER, b"1"], [unknown, b"x"], [PEER, b"2"]])
+        assert unsent == 1  # the unknown routing id; the others went, in order
+        assert await dealer.recv_multipart() == [b"1"]
+        assert await dealer.recv_multipart() == [b"2"]
+        assert dealer.send_many_nowait([]) == 0
+
+
+async def test_send_many_leaves_no_receiver_stranded(
+    pair: tuple[TrioSocket, TrioSocket],
+) -> None:
+    """A task waiting to receive on the socket still wakes for a message that arrives
+    around a ``send_many_nowait`` (EVENTS is re-checked once, after the lot)."""
+    router, dealer = pair
+    got: list[list[bytes]] = []
+    with trio.fail_after(SAFETY):
+        async with trio.open_nursery() as nursery:
+
+            async def receive() -> None:
+                got.append(await router.recv_multipart())
+
+            nursery.start_soon(receive)
+            await trio.testing.wait_all_tasks_blocked()
+            await dealer.send_multipart([b"ping"])
+            router.send_many_nowait([[PEER, b"a"], [PEER, b"b"]])
+        assert got == [[PEER, b"ping"]]
+        assert await dealer.recv_batch(2) in ([[b"a"], [b"b"]], [[b"a"]])
+
+
+async def test_send_many_on_a_closed_socket_raises(ctx: ZmqContext) -> None:
+    router, dealer = await _connect(ctx)
+    with dealer:
+        router.close()
+        with pytest.raises(trio.ClosedResourceError):
+            router.send_many_nowait([[PEER, b"x"]])

@@ -311,6 +311,21 @@ class RawNode:
         )
 
     @property
+    def role(self) -> Role:
+        """This node's role now (cheaper than ``status`` on a per-request path)."""
+        return self._raft.role
+
+    @property
+    def leader_id(self) -> int:
+        """The leader this node knows of (0: none)."""
+        return self._raft.lead
+
+    @property
+    def commit(self) -> int:
+        """The commit index."""
+        return self._raft.log.committed
+
+    @property
     def membership(self) -> Membership:
         """The configuration in force: that of the latest configuration entry in the log
         (committed or not), with the members' addresses."""

@@ -69,14 +69,18 @@ class InSession:
 Write = Put | Delete | Txn
 Command = Put | Delete | Txn | RegisterSession | InSession
 
+# Plain ints for the hot paths (an IntEnum's ``.value`` is a property lookup per call).
+_PUT, _DELETE, _TXN = int(Op.PUT), int(Op.DELETE), int(Op.TXN)
+_REGISTER, _SESSION = int(Op.REGISTER_SESSION), int(Op.SESSION)
+
 
 def _fields(cmd: Write) -> list[Any]:
     if isinstance(cmd, Put):
-        return [Op.PUT.value, cmd.key, cmd.value]
+        return [_PUT, cmd.key, cmd.value]
     if isinstance(cmd, Delete):
-        return [Op.DELETE.value, cmd.key]
+        return [_DELETE, cmd.key]
     return [
-        Op.TXN.value,
+        _TXN,
         [[c.key, c.target.value, c.op.value, c.value, c.number] for c in cmd.compares],
         [[o.kind.value, o.key, o.value] for o in cmd.success],
         [[o.kind.value, o.key, o.value] for o in cmd.failure],
@@ -85,10 +89,10 @@ def _fields(cmd: Write) -> list[Any]:
 
 def encode_command(cmd: Command, stamp: int = 0) -> bytes:
     """The entry data for ``cmd``; ``stamp`` (ms) is recorded for session commands."""
-    if isinstance(cmd, RegisterSession):
-        return cbor2.dumps([Op.REGISTER_SESSION.value, stamp])
     if isinstance(cmd, InSession):
-        return cbor2.dumps([Op.SESSION.value, cmd.session_id, cmd.seq, stamp, _fields(cmd.command)])
+        return cbor2.dumps([_SESSION, cmd.session_id, cmd.seq, stamp, _fields(cmd.command)])
+    if isinstance(cmd, RegisterSession):
+        return cbor2.dumps([_REGISTER, stamp])
     return cbor2.dumps(_fields(cmd))
 
 
@@ -103,12 +107,44 @@ def decode_command(data: bytes) -> tuple[Command, int]:
         fields = cbor2.loads(data)
     except Exception as exc:  # cbor2 raises several unrelated types
         raise InvalidRequest(f"undecodable command ({exc})") from None
+    # Fast path for the common shapes (a put, alone or under a session): exact types only,
+    # with the same results as the match below, which handles everything else.
+    if type(fields) is list:
+        n = len(fields)
+        if n == 5 and fields[0] == _SESSION and type(fields[0]) is int:
+            _op, sid, seq, stamp, inner = fields
+            if (
+                type(sid) is int
+                and type(seq) is int
+                and type(stamp) is int
+                and min(sid, seq, stamp) >= 0
+            ):
+                put = _fast_put(inner)
+                if put is not None:
+                    return InSession(sid, seq, put), stamp
+        elif n == 3:
+            put = _fast_put(fields)
+            if put is not None:
+                return put, 0
     match fields:
         case [Op.REGISTER_SESSION, int(stamp)] if stamp >= 0:
             return RegisterSession(), stamp
         case [Op.SESSION, int(sid), int(seq), int(stamp), list(inner)] if min(sid, seq, stamp) >= 0:
             return InSession(sid, seq, _write(inner)), stamp
     return _write(fields), 0
+
+
+def _fast_put(fields: Any) -> Put | None:
+    if (
+        type(fields) is list
+        and len(fields) == 3
+        and fields[0] == _PUT
+        and type(fields[0]) is int
+        and type(fields[1]) is bytes
+        and type(fields[2]) is bytes
+    ):
+        return Put(fields[1], fields[2])
+    return None
 
 
 def _write(fields: Any) -> Write:

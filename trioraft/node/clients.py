@@ -156,6 +156,27 @@ class _Replier:
         return self.server.offer(self.routing_id, self.request_id, msg)
 
 
+class _Batch:
+    """``ClientServer.batched()``: a plain class, cheaper than a generator-based one."""
+
+    __slots__ = ("_batch", "_server")
+
+    def __init__(self, server: ClientServer) -> None:
+        self._server = server
+        self._batch: list[list[bytes]] | None = None
+
+    def __enter__(self) -> None:
+        if self._server._batch is None:
+            self._batch = self._server._batch = []
+
+    def __exit__(self, *_exc: object) -> None:
+        batch = self._batch
+        if batch is not None:
+            self._server._batch = self._batch = None
+            if batch:
+                self._server._flush(batch)
+
+
 def error_reply(exc: TrioraftError) -> cm.ErrorReply:
     return cm.ErrorReply(exc.code, str(exc), getattr(exc, "leader_id", 0))
 
@@ -178,10 +199,27 @@ class ClientServer:
         self._router = open_router(ctx, bind_addr, max_message=max_message)
         self.malformed = 0
         self.unsent = 0
+        self._batch: list[list[bytes]] | None = None
 
     def send(self, routing_id: bytes, request_id: int, reply: Any) -> None:
-        if self.offer(routing_id, request_id, reply) != Offer.SENT:
+        """Send a reply now, or at the end of the current ``batched()`` block."""
+        if self._batch is not None:
+            self._batch.append(
+                [routing_id, *encode(reply, cluster_id=self.cluster_id, request_id=request_id)]
+            )
+        elif self.offer(routing_id, request_id, reply) != Offer.SENT:
             self.unsent += 1
+
+    def batched(self) -> _Batch:
+        """Replies sent meanwhile (``send``, not ``offer``) leave together at the end, which
+        saves the socket a check of its events per reply. Nested blocks join the outer one."""
+        return _Batch(self)
+
+    def _flush(self, batch: list[list[bytes]]) -> None:
+        try:
+            self.unsent += self._router.send_many_nowait(batch)
+        except trio.ClosedResourceError:  # shutting down
+            self.unsent += len(batch)
 
     def offer(self, routing_id: bytes, request_id: int, reply: Any) -> Offer:
         """Send now if the client's queue has room: ``SENT``, ``FULL`` or ``GONE``."""
@@ -194,8 +232,10 @@ class ClientServer:
     async def run(self) -> None:
         try:
             while True:
-                for frames in await self._router.recv_batch(RECV_BATCH):
-                    self._handle(frames)
+                batch = await self._router.recv_batch(RECV_BATCH)
+                with self.batched():  # answers given at once (errors, local reads)
+                    for frames in batch:
+                        self._handle(frames)
         finally:
             self._router.close()
 

@@ -41,6 +41,7 @@ from wire import client_messages as cm
 from wire import member_messages as mm
 from wire.errors import (
     Busy,
+    ChangeInProgress,
     InvalidRequest,
     ProposalDropped,
     Timeout,
@@ -272,6 +273,8 @@ class MembershipService:
         def answer(result: Any) -> None:
             if isinstance(result, mm.UpdateClusterConfReply):
                 result = mm.JoinClusterReply(cluster_id, result.membership)
+            elif isinstance(result, ChangeInProgress):  # e.g. another node joining: retried
+                result = Busy(str(result))
             reply(result)
 
         m = core.membership
@@ -365,6 +368,8 @@ class MembershipService:
         self, entries: Sequence[Entry], changes: Sequence[tuple[int, Membership]]
     ) -> None:
         """A batch was applied: answer the changes it completed, publish its memberships."""
+        if not self._changes and not changes:
+            return  # the usual case: nothing to do for this batch
         by_index = {e.index: e for e in entries}
         for ch in list(self._changes):
             entry = by_index.get(ch.index)

@@ -28,7 +28,7 @@ import logging
 import random
 import time
 from collections.abc import Hashable
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, nullcontext
 from functools import partial
 from typing import Any
 
@@ -44,6 +44,7 @@ from trioraft.kv.commands import Command, InSession, Limits, RegisterSession, en
 from trioraft.kv.state_machine import KVStateMachine
 from trioraft.node.bootstrap import JoinResult, check_flags, recover
 from trioraft.node.clients import ClientServer, Replier, Send, dispatch
+from trioraft.node.events import LeaderInfo, Persisted, Propose, ReadIndex
 from trioraft.node.lease import LeaseTracker
 from trioraft.node.membership import CoreCall, MembershipService
 from trioraft.node.notify import WatchedValue
@@ -58,6 +59,7 @@ from trioraft.node.snapshots import (
     snapshot_dir_for,
 )
 from trioraft.node.storage_guard import StorageGuard
+from trioraft.node.sync_thread import SyncThread
 from trioraft.node.waiters import Read, Waiters
 from trioraft.node.watch import StreamReply, WatchHub
 from wire import client_messages as cm
@@ -69,28 +71,8 @@ log = logging.getLogger(__name__)
 INBOX_SIZE = 4096
 APPLY_QUEUE = 64
 STEP_BATCH = 512  # events stepped per raft-loop turn before a Ready is taken
-
-
-@dataclass(frozen=True, slots=True)
-class LeaderInfo:
-    leader_id: int
-    term: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Propose:
-    data: bytes
-    reply: Send
-
-
-@dataclass(frozen=True, slots=True)
-class _ReadIndex:
-    read: Read
-
-
-@dataclass(frozen=True, slots=True)
-class _Persisted:
-    ready: Ready
+MAX_PENDING_WRITES = 8192  # proposed but not applied; beyond it writes are refused (Busy)
+_STAMPED = (RegisterSession, InSession)
 
 
 class NodeBuilder:
@@ -213,6 +195,7 @@ class Node:
             tuple[Entry, ...] | InstallRequest
         ](APPLY_QUEUE)
         self._persisting = False
+        self._sync_thread = SyncThread(f"trioraft-sync-{config.node_id}")
         self._core_hard_state = (state.hard_state.term, state.hard_state.vote)
         self._install_done: trio.Event | None = None
         self._snapshots: SnapshotService | None = None
@@ -289,6 +272,7 @@ class Node:
             self._waiters.fail_all()
             self._watch.cancel_all(Unavailable.code, f"node {self.node_id} is shutting down")
             self._leader.close()
+            self._sync_thread.close()
             self._store.close()
             ctx.destroy(linger=0)
 
@@ -324,8 +308,10 @@ class Node:
     def submit_write(self, cmd: Command, reply: Send) -> None:
         """Propose a write; the leader stamps session commands with its clock (log time)."""
         self._check_leader()
-        stamp = int(time.time() * 1000) if isinstance(cmd, RegisterSession | InSession) else 0
-        self._enqueue(_Propose(encode_command(cmd, stamp), reply))
+        if self._waiters.proposals >= MAX_PENDING_WRITES:  # proposed, not yet applied
+            raise Busy(f"node {self.node_id} has {MAX_PENDING_WRITES} writes in flight")
+        stamp = int(time.time() * 1000) if type(cmd) in _STAMPED else 0
+        self._enqueue(Propose(encode_command(cmd, stamp), reply))
 
     def submit_get(self, key: bytes, consistency: cm.Consistency, reply: Send) -> None:
         self._submit_read(KeyRead(self._sm, key, reply), consistency)
@@ -360,9 +346,9 @@ class Node:
             and self._core.lease_valid()
             and trio.current_time() < self._lease.valid_until()
         ):
-            self._waiters.add_read(self._core.status.commit, read, self._sm.applied)
+            self._waiters.add_read(self._core.commit, read, self._sm.applied)
             return
-        self._enqueue(_ReadIndex(read))
+        self._enqueue(ReadIndex(read))
 
     def handle_request(self, req: object, reply: Replier) -> None:
         """Serve one client request in-process, as the client port would (the embedded
@@ -387,9 +373,9 @@ class Node:
         return self.members.hub.subscribe()
 
     def _check_leader(self) -> None:
-        st = self._core.status
-        if st.role != Role.LEADER:
-            raise NotLeader(f"node {self.node_id} is not the leader", st.leader_id)
+        core = self._core
+        if core.role is not Role.LEADER:
+            raise NotLeader(f"node {self.node_id} is not the leader", core.leader_id)
 
     def _enqueue(self, event: object) -> None:
         try:
@@ -433,21 +419,21 @@ class Node:
                 await self._take_ready()
 
     async def _handle(self, event: Any) -> None:
-        if isinstance(event, _Propose):
+        if isinstance(event, Propose):
             try:
                 index, term = self._core.propose(event.data)
             except TrioraftError as exc:
                 event.reply(exc)
             else:
                 self._waiters.add_proposal(index, term, event.reply)
-        elif isinstance(event, _ReadIndex):
+        elif isinstance(event, ReadIndex):
             ctx = self._waiters.new_read(event.read)
             try:
                 self._core.read_index(ctx)
             except TrioraftError as exc:
                 self._waiters.cancel_read(ctx)
                 event.read.fail(exc)
-        elif isinstance(event, _Persisted):
+        elif isinstance(event, Persisted):
             self._finish_ready(event.ready)
         elif isinstance(event, CompactLog):
             if self._snapshots is not None:  # the raft loop owns the core
@@ -469,8 +455,9 @@ class Node:
         assert self._transport is not None
         self._lease.on_sent(rd.messages, trio.current_time())
         self._transport.send(rd.messages)
-        for rs in rd.read_states:
-            self._waiters.read_confirmed(rs.context, rs.index, self._sm.applied)
+        with self._replies():
+            for rs in rd.read_states:
+                self._waiters.read_confirmed(rs.context, rs.index, self._sm.applied)
         for req in rd.snapshot_requests:
             if self._snapshots is None or not self._snapshots.on_needed(req):
                 self._core.report_snapshot(req.to, False)
@@ -536,13 +523,13 @@ class Node:
                 if must_sync and hs is not None:
                     synced = (hs.term, hs.vote)
             self._transport.send(rd.persisted_messages)
-            await self._inbox_send.send(_Persisted(rd))
+            await self._inbox_send.send(Persisted(rd))
 
     async def _write_ready(self, rd: Ready, must_sync: bool) -> None:
         """One attempt; after a failed sync the retry writes the Ready again, then syncs."""
         self._store.append(rd.entries, rd.hard_state)
         if must_sync:
-            await trio.to_thread.run_sync(self._store.sync)
+            await self._sync_thread.run(self._store.sync)
 
     # --- apply: the only task that writes the state machine ---
     async def _apply_loop(self) -> None:
@@ -553,11 +540,18 @@ class Node:
             if self._snapshots is not None:
                 self._snapshots.note_applied(entries)
             out = await self._storage.write("apply", partial(self._apply_batch, entries))
-            for entry in entries:
-                self._waiters.resolve_applied(entry.index, entry.term, out.results.get(entry.index))
+            results = out.results
+            with self._replies():
+                for entry in entries:
+                    self._waiters.resolve_applied(entry.index, entry.term, results.get(entry.index))
             self.members.on_applied(entries, out.memberships)
             self._watch.publish(out.events, self._sm.applied)
-            self._waiters.serve_reads(self._sm.applied)
+            with self._replies():
+                self._waiters.serve_reads(self._sm.applied)
+
+    def _replies(self) -> AbstractContextManager[None]:
+        """Replies to clients sent meanwhile leave together (``ClientServer.batched``)."""
+        return self._clients.batched() if self._clients is not None else nullcontext()
 
     async def _apply_batch(self, entries: tuple[Entry, ...]) -> Any:
         return self._sm.apply(entries)  # one attempt, for StorageGuard.write

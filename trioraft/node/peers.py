@@ -195,9 +195,10 @@ class PeerTransport:
                     batch.append(receive.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
-            for msg in batch:
-                if not dealer.send_multipart_nowait(encode(msg, cluster_id=self.cluster_id)):
-                    self.dropped["peer unreachable"] += 1
+            cid = self.cluster_id
+            unsent = dealer.send_many_nowait([encode(msg, cluster_id=cid) for msg in batch])
+            if unsent:
+                self.dropped["peer unreachable"] += unsent
 
     async def _recv_responses(self, peer_id: int, dealer: TrioSocket) -> None:
         while True:

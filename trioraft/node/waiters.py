@@ -37,6 +37,11 @@ class Waiters:
         self._ctx = itertools.count(1)
 
     # --- proposals ---
+    @property
+    def proposals(self) -> int:
+        """Proposals waiting to be applied."""
+        return len(self._proposals)
+
     def add_proposal(self, index: int, term: int, reply: Reply) -> None:
         self._proposals[index] = (term, reply)
 

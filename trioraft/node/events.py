@@ -1,0 +1,42 @@
+"""What the raft-loop task receives on its inbox besides peer messages, and ``LeaderInfo``.
+
+The inbox is one bounded memory channel: client requests (``Propose``, ``ReadIndex``), the
+persist task's reports (``Persisted``) and the peers' messages share it, so a full inbox is
+back-pressure on all of them (client requests are answered ``Busy``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from trioraft.core import Ready
+from trioraft.node.clients import Send
+from trioraft.node.waiters import Read
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderInfo:
+    leader_id: int
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class Propose:
+    """Append ``data`` (an encoded command); ``reply`` gets the result once it applies."""
+
+    data: bytes
+    reply: Send
+
+
+@dataclass(frozen=True, slots=True)
+class ReadIndex:
+    """Confirm leadership with a quorum, then serve ``read`` at that commit index."""
+
+    read: Read
+
+
+@dataclass(frozen=True, slots=True)
+class Persisted:
+    """The persist task made ``ready`` durable (and sent the messages that waited for it)."""
+
+    ready: Ready
