@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from trioraft.core import CoreConfig, CoreInvariantError, RawNode, Role
+from trioraft.core import CoreConfig, CoreInvariantError, RawNode, Role, replication
 from trioraft.core.progress import ProgressState
 from trioraft.core.types import SnapshotNeeded
 from wire.errors import StorageError
@@ -218,7 +218,7 @@ def test_no_snapshot_for_an_inactive_follower() -> None:
     leader = net.nodes[1]
     net.tick_all(net.config(1).election_ticks + 1)  # a check-quorum round without node 3
     assert not leader._raft.prs[3].recent_active
-    leader._raft._send_append(3)
+    replication.send_append(leader._raft, 3)
     assert net.requests == []
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from enum import IntEnum
 
 from trioraft.core import membership as conf
+from trioraft.core import replication as repl
 from trioraft.core.confstate import ConfState, Membership
 from trioraft.core.log import RaftLog
 from trioraft.core.progress import Inflights, Progress, ProgressState
@@ -23,8 +24,6 @@ from trioraft.core.readonly import ReadOnly
 from trioraft.core.snapshot import (
     SnapshotTracker,
     handle_install,
-    request_snapshot,
-    snapshot_acknowledged,
 )
 from trioraft.core.types import CoreConfig, CoreInvariantError, RandomSource, ReadState, Role
 from wire.errors import InvalidRequest
@@ -258,7 +257,7 @@ class Raft:
                 self.transfer_elapsed = 0
         self.readonly.prune(self.ticks - cfg.election_ticks)
         if self.heartbeat_elapsed >= cfg.heartbeat_ticks:
-            self._bcast_heartbeat()
+            repl.bcast_heartbeat(self)
 
     # --- input: local requests -----------------------------------------------------------
 
@@ -349,9 +348,9 @@ class Raft:
         self.lead_transferee = target
         self.transfer_elapsed = 0
         if self.prs[target].match == self.log.last_index:
-            self._send_timeout_now(target)
+            repl.send_timeout_now(self, target)
         else:
-            self._send_append(target)
+            repl.send_append(self, target)
 
     def flush(self) -> None:
         """Send what was batched since the last Ready: new entries, a ReadIndex round."""
@@ -362,9 +361,9 @@ class Raft:
             return
         if self.pending_bcast:
             self.pending_bcast = False
-            self._bcast_append()
+            repl.bcast_append(self)
         if self.readonly.needs_round():
-            self._bcast_heartbeat()
+            repl.bcast_heartbeat(self)
 
     def has_flush_work(self) -> bool:
         return self.role is Role.LEADER and (
@@ -385,7 +384,7 @@ class Raft:
             self.votes[self.id] = True
             self._tally()
         if self.role is Role.LEADER and self.prs[self.id].maybe_update(self.log.stabled):
-            if self._maybe_commit():
+            if repl.maybe_commit(self):
                 self.pending_bcast = True
 
     # --- input: messages -----------------------------------------------------------------
@@ -535,115 +534,10 @@ class Raft:
                 # let us vote for someone else in the same term (two leaders).
                 self._become_leader()
 
-    # --- leader --------------------------------------------------------------------------
+    # --- leader (the rest is in replication.py) ------------------------------------------
 
     def _step_leader(self, m: Message) -> None:
-        pr = self.prs.get(m.src)
-        if pr is None:
-            return
-        pr.recent_active = True
-        if isinstance(m, AppendEntriesResponse):
-            self._handle_append_response(m, pr)
-        elif isinstance(m, HeartbeatResponse):
-            self._handle_heartbeat_response(m, pr)
-
-    def _handle_append_response(self, m: AppendEntriesResponse, pr: Progress) -> None:
-        if not m.success:
-            # Fast backtracking (§5.3): skip every index above the last one that can match.
-            probe = m.hint_index
-            if m.hint_term > 0:
-                probe, _ = self.log.find_conflict_by_term(m.hint_index, m.hint_term)
-            if pr.maybe_decr_to(m.index, probe):
-                if pr.state is ProgressState.REPLICATE:
-                    pr.become_probe()
-                self._send_append(m.src)
-            return
-        if m.index > self.log.last_index:
-            return  # acknowledges entries we never had: malformed
-        probing = pr.state is ProgressState.PROBE
-        if not (pr.maybe_update(m.index) or (probing and pr.match == m.index)):
-            return
-        snapshot_acknowledged(self, m.src)  # SNAPSHOT -> PROBE once the snapshot is in (§7)
-        if pr.state is ProgressState.PROBE:
-            pr.become_replicate()
-        else:
-            pr.inflights.free_le(m.index)
-        if self._maybe_commit():
-            self._bcast_append()
-        while self._send_append(m.src, send_if_empty=False):
-            pass
-        if pr.commit_sent < min(self.log.committed, pr.match):
-            self._send_append(m.src)  # it has the entries but may not know they committed
-        if m.src == self.lead_transferee and pr.match == self.log.last_index:
-            self._send_timeout_now(m.src)
-
-    def _handle_heartbeat_response(self, m: HeartbeatResponse, pr: Progress) -> None:
-        pr.probe_sent = False
-        if pr.state is ProgressState.REPLICATE and pr.inflights.full():
-            pr.inflights.free_first_one()  # the follower is alive: let one message through
-        if pr.match < self.log.last_index:
-            self._send_append(m.src)
-        if m.context:
-            self.readonly.ack(m.src, m.context)
-            self.read_states.extend(self.readonly.release(self.voters))
-
-    def _maybe_commit(self) -> bool:
-        """Commit the quorum-replicated index if it is of our term (§5.4.2, Figure 8)."""
-        index = self.voters.committed_index({v: pr.match for v, pr in self.prs.items()})
-        if index <= self.log.committed:
-            return False
-        if self.log.term_at(index) != self.term and not self._bug_commit_old_term:
-            return False  # (PLANTED BUG when skipped: counting replicas of an old term)
-        self.log.commit_to(index)
-        for context in self.readonly.take_waiting():
-            self._queue_read(context)
-        return True
-
-    def _send_append(self, to: int, *, send_if_empty: bool = True) -> bool:
-        """Send ``to`` the entries from its ``next`` if flow control allows; True if sent."""
-        pr = self.prs[to]
-        if pr.is_paused():
-            return False
-        prev_index = pr.next - 1
-        prev_term = self.log.term_at(prev_index)
-        if prev_term is None:
-            return request_snapshot(self, to)  # compacted away: stream a snapshot (§7)
-        entries = self.log.entries_from(pr.next, self.config.max_append_bytes)
-        if not entries and not send_if_empty:
-            return False
-        self._send(
-            AppendEntries(
-                src=self.id,
-                dst=to,
-                term=self.term,
-                prev_index=prev_index,
-                prev_term=prev_term,
-                entries=entries,
-                commit=self.log.committed,
-            )
-        )
-        pr.commit_sent = max(pr.commit_sent, min(self.log.committed, prev_index + len(entries)))
-        pr.sent_entries(pr.next, len(entries))
-        return True
-
-    def _bcast_append(self) -> None:
-        for peer in self.peers:
-            if self._send_append(peer):
-                while self._send_append(peer, send_if_empty=False):
-                    pass
-
-    def _bcast_heartbeat(self) -> None:
-        self.heartbeat_elapsed = 0
-        round_ = self.readonly.start_round(self.ticks)
-        for peer in self.peers:
-            commit = min(self.prs[peer].match, self.log.committed)
-            self._send(
-                Heartbeat(src=self.id, dst=peer, term=self.term, commit=commit, context=round_)
-            )
-
-    def _send_timeout_now(self, to: int) -> None:
-        self.timeout_now_sent = True
-        self._send(TimeoutNow(src=self.id, dst=to, term=self.term))
+        repl.step_leader(self, m)
 
     def _send(self, m: Message, *, after_persist: bool = False) -> None:
         (self.msgs_after_persist if after_persist else self.msgs).append(m)

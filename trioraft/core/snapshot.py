@@ -6,9 +6,10 @@ the raft loop (docs/snapshots.md). The flow, in the style of etcd-io/raft:
 - **Compaction.** After the shell wrote a snapshot of applied index ``i``, it calls
   ``RawNode.compact(j)`` with ``j <= i`` (it may keep a tail for slow followers): entries up
   to ``j`` leave memory, and ``j``/``term(j)`` become the log's start.
-- **Leader.** When a follower's ``next`` entry is compacted away (``_send_append`` finds no
-  term for ``prev``), its progress enters ``SNAPSHOT`` and the next ``Ready`` carries a
-  ``SnapshotNeeded(to, index)``. The follower gets no entries meanwhile; heartbeats go on.
+- **Leader.** When a follower's ``next`` entry is compacted away
+  (``replication.send_append`` finds no term for ``prev``), its progress enters
+  ``SNAPSHOT`` and the next ``Ready`` carries a ``SnapshotNeeded(to, index)``. The
+  follower gets no entries meanwhile; heartbeats go on.
   The state ends when the follower acknowledges an index >= the pending one (its core
   answers the installed snapshot like an append) or when the shell reports the transfer
   (``report_snapshot``): ``ok`` or not, the follower goes back to ``PROBE`` and the normal
