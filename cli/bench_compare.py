@@ -18,10 +18,8 @@ servers nor the load generator used (other tenants of a shared machine).
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,7 +33,7 @@ import trio
 from cli.bench import BenchSpec, busy_cores, machine_jiffies, run_bench
 from cli.bench_peers import PEERS_DIR, PEERS_VENV, EtcdPoint, PeerRun, SyncObjGroup, run_peer
 from cli.bench_report import load_records, write_report
-from cli.local import node_command
+from cli.local import free_ports, node_command
 from trioraft.client import open_client
 
 REPO = Path(__file__).resolve().parents[1]
@@ -266,28 +264,6 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on 127.0.0.1 below the ephemeral range (a client's own
-    ephemeral port can never collide with a node's)."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    rng = random.Random()
-    ports: list[int] = []
-    while len(ports) < n:
-        port = rng.randrange(max(1024, low - 12000), low)
-        if port in ports:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        ports.append(port)
-    return ports
 
 
 def wait_quiet(max_wait: float, probe: float = 1.0) -> tuple[float | None, float]:

@@ -8,7 +8,9 @@ its pid: SIGTERM, then SIGKILL after a grace period). Node logs go to DIR/nodeN.
 from __future__ import annotations
 
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +28,37 @@ def cluster_layout(nodes: int, base_port: int) -> tuple[dict[int, str], dict[int
     peers = {i + 1: f"tcp://127.0.0.1:{base_port + 2 * i + 1}" for i in range(nodes)}
     clients = {i + 1: f"tcp://127.0.0.1:{base_port + 2 * i}" for i in range(nodes)}
     return peers, clients
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports on 127.0.0.1, below the kernel's ephemeral range.
+
+    Outside the ephemeral range on purpose: a DEALER that keeps reconnecting to a stopped
+    node's ephemeral port can connect to itself (TCP simultaneous open) and hold the port,
+    so the restarted node could not bind it.
+    """
+    low, _high = _ephemeral_range()
+    rng = random.Random()
+    ports: list[int] = []
+    while len(ports) < n:
+        port = rng.randrange(max(1024, low - 12000), low)
+        if port in ports:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+    return ports
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def node_command(

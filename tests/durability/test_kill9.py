@@ -10,12 +10,12 @@ behind, so a node down for a second needs one). Meanwhile a membership task prom
 land during membership changes too. Then every node runs again, a last write commits
 everything, and once every node has applied it all processes are frozen and killed.
 
-Offline, each data dir is opened as the node would open it: the logs agree, index by
-index, wherever they overlap up to the highest applied index; each replica is brought to
-that index from its own state and log tail; and the replicas' state (a hash of the whole kv
-column family) is identical; every acknowledged write is present on every replica, and no
-key holds a value nobody wrote. The run must have installed at least one snapshot and
-completed at least one membership change, or it proved nothing about them.
+Offline, the fault suite's check (tests/jepsen/offline.py) opens each data dir as the
+node would: committed entries agree index by index; each replica, brought to the highest
+applied index from its own state and log tail, holds the same data; every acknowledged
+write is on every replica, and no key holds a value nobody wrote. The run must have
+installed at least one snapshot and completed at least one membership change, or it
+proved nothing about them.
 
 ``TRIORAFT_CHAOS_SEED`` replays a schedule (timing still varies); the seed is printed, and
 the failure message repeats it.
@@ -23,24 +23,21 @@ the failure message repeats it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import signal
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import trio
 
 from harness.cluster import ProcessCluster
-from storage import Identity, open_store
+from jepsen.offline import offline_state
 from trioraft import NodeConfig, open_client
 from trioraft.client import Client
 from trioraft.errors import TrioraftError
-from trioraft.kv.state_machine import KVStateMachine
+from trioraft.kv import layout
 from wire.member_messages import MemberChange
-from wire.messages import Entry
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -51,44 +48,9 @@ LEARNER = 4
 SETTINGS: dict[str, int | str | bool] = {"snapshot_entries": 200, "snapshot_catchup_entries": 20}
 
 
-@dataclass
-class Replica:
-    node_id: int
-    applied: int
-    entries: dict[int, Entry]  # by Raft index: the log starts after the last snapshot
-
-
-def cluster_identity(cluster: ProcessCluster, node_id: int) -> Identity:
+def cluster_id(cluster: ProcessCluster) -> int:
     voters = {i: cluster.peers[i] for i in VOTERS}  # node 4 joined, so it took their id
-    cfg = NodeConfig(node_id=1, peers=voters, peer_addr=voters[1], client_addr=cluster.clients[1])
-    return Identity(cfg.cluster_id, node_id)
-
-
-def read_replica(cluster: ProcessCluster, node_id: int) -> Replica:
-    with open_store(str(cluster.data_dir(node_id)), cluster_identity(cluster, node_id)) as store:
-        state = store.load_raft_state()
-        applied = store.applied_index()
-    return Replica(node_id, applied, {e.index: e for e in state.entries})
-
-
-def state_at(
-    cluster: ProcessCluster, replica: Replica, index: int, keys: list[bytes]
-) -> tuple[str, dict[bytes, bytes | None]]:
-    """Bring a replica to ``index`` from its own state and log tail (as a restart would);
-    return a hash of its whole kv column family and the values of ``keys``."""
-    path = str(cluster.data_dir(replica.node_id))
-    with open_store(path, cluster_identity(cluster, replica.node_id)) as store:
-        sm = KVStateMachine(store)
-        tail = range(sm.applied + 1, index + 1)
-        missing = [i for i in tail if i not in replica.entries]
-        assert not missing, f"node {replica.node_id} lacks entries {missing[:5]} to reach {index}"
-        sm.apply(tuple(replica.entries[i] for i in tail))
-        assert sm.applied == index
-        digest = hashlib.sha256()
-        for key, value in store.scan():
-            digest.update(len(key).to_bytes(4, "big") + key + len(value).to_bytes(4, "big"))
-            digest.update(value)
-        return digest.hexdigest(), {key: sm.get(key) for key in keys}
+    return NodeConfig(node_id=1, peers=voters, peer_addr=voters[1]).cluster_id
 
 
 async def leader_of(client: Client) -> int | None:
@@ -236,21 +198,27 @@ async def test_kill9_chaos_loses_no_acknowledged_write(tmp_path: Path) -> None:
 def check_replicas(
     cluster: ProcessCluster, top: int, attempted: dict[bytes, bytes], acked: dict[bytes, bytes]
 ) -> None:
-    replicas = [read_replica(cluster, i) for i in sorted(cluster.peers)]
-    target = max(r.applied for r in replicas)
-    assert target >= top
-    for a in replicas:  # log matching: wherever two logs overlap up to target, they agree
-        for b in replicas:
-            if a.node_id < b.node_id:
-                common = [i for i in a.entries if i <= target and i in b.entries]
-                differ = [i for i in common if a.entries[i] != b.entries[i]]
-                assert not differ, f"nodes {a.node_id}, {b.node_id} differ at {differ[:5]}"
-    keys = sorted(attempted)
-    states = {r.node_id: state_at(cluster, r, target, keys) for r in replicas}
-    hashes = {node_id: h for node_id, (h, _) in states.items()}
-    assert len(set(hashes.values())) == 1, f"replicas differ at index {target}: {hashes}"
-    for node_id, (_, values) in states.items():
+    """The fault suite's offline check (tests/jepsen/offline.py): committed entries agree
+    index by index, and every replica, brought to the highest applied index from its own
+    state and log tail, holds the same data. Then: every acknowledged write is there, and
+    no key holds a value nobody wrote."""
+    check = offline_state(
+        {i: cluster.data_dir(i) for i in sorted(cluster.peers)},
+        cluster_id(cluster),
+        {i: cluster.peers[i] for i in VOTERS},
+        SETTINGS,
+        views={LEARNER: {LEARNER: cluster.peers[LEARNER]}},
+    )
+    assert check.valid is True, check.summary
+    assert check.details["target"] >= top
+    for node_id, data in check.details["data"].items():
+        values = {k: value_of(data, k) for k in attempted}
         lost = [k for k, v in acked.items() if values[k] != v]
         assert not lost, f"node {node_id} lost {len(lost)} acknowledged writes: {lost[:5]}"
         phantom = [k for k, v in values.items() if v is not None and v != attempted[k]]
         assert not phantom, f"node {node_id} holds values nobody wrote: {phantom[:5]}"
+
+
+def value_of(data: dict[bytes, bytes], key: bytes) -> bytes | None:
+    raw = data.get(layout.user_key(key))
+    return None if raw is None else layout.unpack_value(key, raw).value

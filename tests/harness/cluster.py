@@ -7,9 +7,7 @@ SIGKILL), whatever the test did; logs go to ``<tmp>/nodeN.log`` and are printed 
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,40 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cli.local import node_command
+from cli.local import free_ports, node_command
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free TCP ports on 127.0.0.1, below the kernel's ephemeral range.
-
-    Outside the ephemeral range on purpose: a DEALER that keeps reconnecting to a stopped
-    node's ephemeral port can connect to itself (TCP simultaneous open) and hold the port,
-    so the restarted node could not bind it.
-    """
-    low, _high = _ephemeral_range()
-    rng = random.Random()
-    ports: list[int] = []
-    while len(ports) < n:
-        port = rng.randrange(max(1024, low - 12000), low)
-        if port in ports:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        ports.append(port)
-    return ports
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
 
 
 @dataclass

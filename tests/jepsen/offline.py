@@ -111,7 +111,10 @@ def offline_state(
     cluster_id: int,
     peers: Mapping[int, str],
     settings: Mapping[str, Any] | None = None,
+    views: Mapping[int, Mapping[int, str]] | None = None,
 ) -> Check:
+    """``peers``: the ``--peers`` every node started with, unless ``views`` names another
+    map for a node (e.g. one that joined with ``--join`` lists only itself)."""
     replicas = [read_replica(path, cluster_id, n) for n, path in sorted(data_dirs.items())]
     problems: list[str] = []
     # 1. committed entries agree, index by index
@@ -147,7 +150,7 @@ def offline_state(
                 break
             tail.append(entry)
         else:
-            kv = replay(r, tail, _config(r.node, peers, settings or {}))
+            kv = replay(r, tail, _config(r.node, (views or {}).get(r.node, peers), settings or {}))
             data[r.node] = {k: comparable(k, v) for k, v in kv.items()}
             states[r.node] = (_digest(sorted(data[r.node].items())), len(kv))
     if len({d for d, _ in states.values()}) > 1:
@@ -171,7 +174,7 @@ def offline_state(
     text = f"offline-state: {valid} (at index {target}: {'; '.join(parts)})"
     if problems:
         text += "".join(f"\n  {p}" for p in problems)
-    details = {"target": target, "states": states, "unreachable": unreachable}
+    details = {"target": target, "states": states, "unreachable": unreachable, "data": data}
     return Check("offline-state", valid, text, details)
 
 
