@@ -32,7 +32,7 @@ import pytest
 import trio
 
 from harness.cluster import ProcessCluster
-from jepsen.offline import offline_state
+from jepsen.offline import offline_check
 from trioraft import NodeConfig, open_client
 from trioraft.client import Client
 from trioraft.errors import TrioraftError
@@ -202,7 +202,7 @@ def check_replicas(
     index by index, and every replica, brought to the highest applied index from its own
     state and log tail, holds the same data. Then: every acknowledged write is there, and
     no key holds a value nobody wrote."""
-    check = offline_state(
+    check, replicas = offline_check(
         {i: cluster.data_dir(i) for i in sorted(cluster.peers)},
         cluster_id(cluster),
         {i: cluster.peers[i] for i in VOTERS},
@@ -211,7 +211,7 @@ def check_replicas(
     )
     assert check.valid is True, check.summary
     assert check.details["target"] >= top
-    for node_id, data in check.details["data"].items():
+    for node_id, data in replicas.items():
         values = {k: value_of(data, k) for k in attempted}
         lost = [k for k, v in acked.items() if values[k] != v]
         assert not lost, f"node {node_id} lost {len(lost)} acknowledged writes: {lost[:5]}"

@@ -113,7 +113,19 @@ def offline_state(
     settings: Mapping[str, Any] | None = None,
     views: Mapping[int, Mapping[int, str]] | None = None,
 ) -> Check:
-    """``peers``: the ``--peers`` every node started with, unless ``views`` names another
+    """The check alone (its details go into the run's JSON summary)."""
+    return offline_check(data_dirs, cluster_id, peers, settings, views)[0]
+
+
+def offline_check(
+    data_dirs: dict[int, Path],
+    cluster_id: int,
+    peers: Mapping[int, str],
+    settings: Mapping[str, Any] | None = None,
+    views: Mapping[int, Mapping[int, str]] | None = None,
+) -> tuple[Check, dict[int, dict[bytes, bytes]]]:
+    """The check, and each replica's data at the target index (masked as compared).
+    ``peers``: the ``--peers`` every node started with, unless ``views`` names another
     map for a node (e.g. one that joined with ``--join`` lists only itself)."""
     replicas = [read_replica(path, cluster_id, n) for n, path in sorted(data_dirs.items())]
     problems: list[str] = []
@@ -174,8 +186,8 @@ def offline_state(
     text = f"offline-state: {valid} (at index {target}: {'; '.join(parts)})"
     if problems:
         text += "".join(f"\n  {p}" for p in problems)
-    details = {"target": target, "states": states, "unreachable": unreachable, "data": data}
-    return Check("offline-state", valid, text, details)
+    details = {"target": target, "states": states, "unreachable": unreachable}
+    return Check("offline-state", valid, text, details), data
 
 
 def _digest(pairs: Sequence[tuple[object, object]]) -> str:
