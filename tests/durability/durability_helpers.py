@@ -278,6 +278,7 @@ class CheckResult:
     violations: list[str]
     acks_checked: int
     votes_checked: int
+    top_acked: int = 0  # the highest index any node acknowledged
 
 
 def check_acks_follow_syncs(events: Sequence[Event]) -> CheckResult:
@@ -289,7 +290,7 @@ def check_acks_follow_syncs(events: Sequence[Event]) -> CheckResult:
     """
     models: dict[int, _Model] = {}
     violations: list[str] = []
-    acks = votes = 0
+    acks = votes = top_acked = 0
     for n, e in enumerate(events):
         if isinstance(e, Mark):
             continue
@@ -306,6 +307,7 @@ def check_acks_follow_syncs(events: Sequence[Event]) -> CheckResult:
         elif isinstance(e.msg, AppendEntriesResponse) and e.msg.success:
             acks += 1
             i = e.msg.index
+            top_acked = max(top_acked, i)
             if i and (m.durable.get(i) is None or m.durable.get(i) != m.live.get(i)):
                 violations.append(
                     f"event {n}: node {e.node} acked index {i} (term {m.live.get(i)}) "
@@ -321,4 +323,4 @@ def check_acks_follow_syncs(events: Sequence[Event]) -> CheckResult:
                     f"event {n}: node {e.node} granted its vote in term {e.msg.term} to "
                     f"{e.msg.dst} but durable hard state is {hs}"
                 )
-    return CheckResult(violations, acks, votes)
+    return CheckResult(violations, acks, votes, top_acked)

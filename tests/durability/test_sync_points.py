@@ -65,7 +65,10 @@ async def test_acks_and_votes_follow_the_syncs_that_cover_them(
     result = check_acks_follow_syncs(log.events)
     print(f"\nchecked {result.acks_checked} acks, {result.votes_checked} votes")
     assert not result.violations, "\n".join(result.violations[:10])
-    assert result.acks_checked >= 100
+    # Not vacuous: acks were checked right up to the last write. (How many acks there are
+    # depends on batching: one response can cover many entries, so only a loose floor.)
+    assert result.top_acked >= top
+    assert result.acks_checked >= 30
     assert result.votes_checked >= 2
 
 
