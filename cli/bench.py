@@ -1,11 +1,13 @@
 """``trioraft bench``: a closed-loop load generator, in the spirit of etcd's ``benchmark``.
 
 The parent prepares the key space (``cli.bench_workloads.prepare``), then spawns ``--procs``
-worker processes (so the generator is not the bottleneck: each worker is one trio process
+worker processes (so the generator is not the bottleneck: each worker is one process
 with its own GIL). Each worker runs its share of the ``--clients`` request loops over its
 share of ``--connections`` client objects (one ZeroMQ DEALER per node each).
 
-Workers and parent speak JSON lines (worker stdout, worker stdin)::
+Two drivers: ``fast`` (the default for put and get: ``cli.bench_fast``, synchronous pyzmq
+requests built by hand) and ``client`` (the trio client library: every workload). Workers
+and parent speak JSON lines (worker stdout, worker stdin)::
 
     worker -> {"ready": true}                        connections (and watches) are open
     parent -> {"start_at": t, "measure_at": t, "until": t|0}   all ready: go (monotonic clock)
@@ -44,6 +46,8 @@ BUCKET_BASE = 1.02  # latency histogram resolution: 2%
 WORKLOADS = ("put", "get", "scan", "txn", "cas", "watch")
 CONSISTENCIES = ("linearizable", "lease", "eventual")
 READS = ("get", "scan")  # workloads that take a consistency level
+DRIVERS = ("fast", "client")  # fast: cli.bench_fast (sync pyzmq); client: the trio client
+FAST_WORKLOADS = ("put", "get")  # what the fast driver runs; the others use the client
 
 
 def bucket_of(seconds: float) -> int:
@@ -84,6 +88,8 @@ class BenchSpec:
     scan_keys: int = 100  # keys per scan page
     watchers: int = 0  # watch: streams on the prefix
     prefix: str = "bench/"
+    driver: str = "fast"  # for FAST_WORKLOADS; the other workloads always use "client"
+    sessions: bool = True  # writes under client sessions (exactly once), as the client's default
     worker: int = 0
     workers: int = 1
 
@@ -102,6 +108,11 @@ class BenchSpec:
 
     def key(self, i: int) -> bytes:
         return f"{self.prefix}{i:08d}".encode()
+
+    @property
+    def fast(self) -> bool:
+        """Whether the workers run the fast driver (``cli.bench_fast``)."""
+        return self.driver == "fast" and self.workload in FAST_WORKLOADS
 
     @property
     def label(self) -> str:
@@ -134,6 +145,7 @@ class BenchResult:
     server_cores: float | None = None  # CPU of the server pids given, if any
     machine_cores: float | None = None  # busy cores of the whole machine
     foreign_cores: float | None = None  # machine - servers - load: other tenants
+    driver: str = "client"  # the load processes' driver: fast or client
 
     def line(self) -> str:
         text = (
@@ -329,6 +341,7 @@ def _result(
         server_cores=_round(server_cores),
         machine_cores=_round(machine),
         foreign_cores=_round(foreign),
+        driver="fast" if spec.fast else "client",
     )
 
 
@@ -345,7 +358,7 @@ async def _spawn(
 ) -> trio.Process:
     wspec = json.dumps(asdict(replace(spec, worker=worker, workers=procs)))
     proc = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "cli.bench", wspec],
+        [sys.executable, "-m", "cli.bench_fast" if spec.fast else "cli.bench", wspec],
         stdout=subprocess.PIPE,
         stdin=subprocess.PIPE,
     )
@@ -399,23 +412,28 @@ async def _show_progress(counts: list[int], spec: BenchSpec, measure_at: float) 
 # --- a worker process ------------------------------------------------------------------------
 
 
+def report_line(msg: dict[str, Any]) -> None:
+    """A worker's message to the parent: one JSON line on stdout."""
+    sys.stdout.write(json.dumps(msg) + "\n")
+    sys.stdout.flush()
+
+
+def read_control() -> dict[str, Any]:
+    """The parent's next message to a worker (its stdin); exit if the parent went away."""
+    line = sys.stdin.readline()
+    if not line:
+        raise SystemExit(1)
+    msg: dict[str, Any] = json.loads(line)
+    return msg
+
+
 def _worker_main(raw: str) -> None:
     from cli.bench_workloads import run_worker
 
-    spec = BenchSpec(**json.loads(raw))
-
-    def report(msg: dict[str, Any]) -> None:
-        sys.stdout.write(json.dumps(msg) + "\n")
-        sys.stdout.flush()
-
     async def control() -> dict[str, Any]:
-        line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
-        if not line:
-            raise SystemExit(1)  # the parent went away
-        msg: dict[str, Any] = json.loads(line)
-        return msg
+        return await trio.to_thread.run_sync(read_control, abandon_on_cancel=True)
 
-    trio.run(run_worker, spec, report, control)
+    trio.run(run_worker, BenchSpec(**json.loads(raw)), report_line, control)
 
 
 if __name__ == "__main__":

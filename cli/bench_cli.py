@@ -1,5 +1,5 @@
 """``trioraft bench put|get|scan|txn|cas|watch|compare|report`` (see cli/bench.py,
-cli/bench_workloads.py, cli/bench_compare.py and docs/performance.md)."""
+cli/bench_workloads.py, cli/bench_fast.py, cli/bench_compare.py and docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import typer
 
 CONSISTENCIES = ("linearizable", "lease", "eventual")
 bench_app = typer.Typer(
-    help="Load generators, and a same-run comparison with etcd and PySyncObj.",
+    help="Load generators, and a same-run comparison with etcd and PySyncObj. put and get "
+    "run on the fast driver (synchronous ZeroMQ, light on CPU) unless --driver client; the "
+    "other workloads run on the trio client library.",
     no_args_is_help=True,
 )
 
@@ -38,14 +40,35 @@ ValueSizeOpt = Annotated[int, typer.Option(help="Value size in bytes.", min=0)]
 KeySpaceOpt = Annotated[int, typer.Option(help="Distinct keys, chosen uniformly.", min=1)]
 ConsistencyOpt = Annotated[str, typer.Option(help="linearizable, lease or eventual.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON summary.")]
+DriverOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Load driver: fast (put and get only; the default for them: synchronous ZeroMQ "
+        "requests built by hand) or client (the trio client library; the default otherwise)."
+    ),
+]
+SessionsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--sessions/--no-sessions",
+        help="Writes under client sessions, applied exactly once across retries (the "
+        "client's default); without, a write whose reply was lost is an error.",
+    ),
+]
 
 
 def _bench(workload: str, endpoints: str | None, as_json: bool, procs: int, **kw: Any) -> None:
-    from cli.bench import make_spec, run_bench
+    from cli.bench import DRIVERS, FAST_WORKLOADS, make_spec, run_bench
     from cli.main import _run, fail
 
     if kw.get("consistency", "linearizable") not in CONSISTENCIES:
         fail(f"--consistency: expected linearizable, lease or eventual, got {kw['consistency']}", 2)
+    driver = kw.pop("driver") or ("fast" if workload in FAST_WORKLOADS else "client")
+    if driver not in DRIVERS:
+        fail(f"--driver: expected fast or client, got {driver}", 2)
+    if driver == "fast" and workload not in FAST_WORKLOADS:
+        fail(f"--driver fast: only put and get; bench {workload} runs on --driver client", 2)
+    kw["driver"] = driver
     kw.setdefault("consistency", "linearizable")
     kw["connections"] = kw["connections"] or kw["clients"]
     if kw["duration"]:
@@ -86,10 +109,12 @@ def bench_put(
     warmup: WarmupOpt = 0.0,
     value_size: ValueSizeOpt = 64,
     key_space: KeySpaceOpt = 10000,
+    sessions: SessionsOpt = True,
+    driver: DriverOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Closed-loop puts of random keys; prints ops/s and p50/p90/p99/p99.9 latency."""
-    _bench("put", endpoints, as_json, procs, **_common(locals()))
+    _bench("put", endpoints, as_json, procs, sessions=sessions, **_common(locals()))
 
 
 @bench_app.command("get")
@@ -104,6 +129,7 @@ def bench_get(
     warmup: WarmupOpt = 0.0,
     value_size: ValueSizeOpt = 64,
     key_space: KeySpaceOpt = 1000,
+    driver: DriverOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Closed-loop gets at a consistency level (the key space is written first)."""
@@ -123,6 +149,7 @@ def bench_scan(
     warmup: WarmupOpt = 0.0,
     value_size: ValueSizeOpt = 64,
     key_space: KeySpaceOpt = 1000,
+    driver: DriverOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Closed-loop prefix scans of --scan-keys keys (the key space is written first).
@@ -143,6 +170,7 @@ def bench_txn(
     warmup: WarmupOpt = 0.0,
     value_size: ValueSizeOpt = 64,
     key_space: KeySpaceOpt = 1000,
+    driver: DriverOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Closed-loop compare-then-put transactions (etcd's txn-put with a compare).
@@ -163,6 +191,7 @@ def bench_cas(
     warmup: WarmupOpt = 0.0,
     value_size: ValueSizeOpt = 64,
     key_space: KeySpaceOpt = 1000,
+    driver: DriverOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Closed-loop compare-and-swap increments of counter keys.
@@ -183,6 +212,7 @@ def bench_watch(
     warmup: WarmupOpt = 0.0,
     value_size: Annotated[int, typer.Option(help="Value size in bytes (>= 8).", min=8)] = 64,
     key_space: KeySpaceOpt = 1000,
+    driver: DriverOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Watch fan-out: events delivered per second and put-to-event latency.
@@ -193,7 +223,7 @@ def bench_watch(
 
 def _common(args: dict[str, Any]) -> dict[str, Any]:
     names = ("clients", "connections", "ops", "duration", "warmup", "value_size", "key_space")
-    return {name: args[name] for name in names}
+    return {"driver": args["driver"], **{name: args[name] for name in names}}
 
 
 @bench_app.command("compare")

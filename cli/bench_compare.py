@@ -332,6 +332,8 @@ def measure(cluster: LocalCluster, point: Point, m: Matrix, rep: int) -> dict[st
         "nodes": 3,
         "tick_ms": TICK_MS,
         "durability": "fsync before acks (default config)",
+        "driver": "fast" if spec.fast else "client",  # the load generator (cli.bench_fast)
+        "sessions": spec.sessions,
         "pre_busy_cores": pre_busy,
         "quiet_wait_s": round(waited, 1),
         "commit": _commit(),

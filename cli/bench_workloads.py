@@ -154,7 +154,7 @@ def make_op(spec: BenchSpec) -> Op:
 
 
 @dataclass(slots=True)
-class _Tally:
+class Tally:
     """What one worker measured: only operations started after ``measure_at`` count."""
 
     quota: int | None = None  # operations to make (None: until the deadline)
@@ -178,7 +178,7 @@ class _Tally:
         return max(0.0, self.end - self.measure_at) if self.done else 0.0
 
 
-async def _loop(op: Op, client: Client, rng: random.Random, tally: _Tally) -> None:
+async def _loop(op: Op, client: Client, rng: random.Random, tally: Tally) -> None:
     """One closed loop: an operation at a time until the quota or the deadline."""
     warmup: Counter[str] = Counter()  # the workload's counters during warm-up: dropped
     await _sleep_until(tally.start_at)
@@ -212,8 +212,8 @@ async def _loop(op: Op, client: Client, rng: random.Random, tally: _Tally) -> No
             tally.end = time.monotonic()
 
 
-async def _client_holder(endpoints: list[str], task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    async with open_client(endpoints, timeout=30) as client:
+async def _client_holder(spec: BenchSpec, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async with open_client(spec.endpoints, timeout=30, sessions=spec.sessions) as client:
         task_status.started(client)
         await trio.sleep_forever()
 
@@ -222,27 +222,27 @@ async def _sleep_until(monotonic: float) -> None:
     await trio.sleep(max(0.0, monotonic - time.monotonic()))
 
 
-async def _mark_cpu(tally: _Tally) -> None:
+async def _mark_cpu(tally: Tally) -> None:
     await _sleep_until(tally.measure_at)
     tally.cpu0 = time.process_time()
 
 
-async def _progress(report: Report, tally: _Tally) -> None:
+async def _progress(report: Report, tally: Tally) -> None:
     while True:
         await trio.sleep(0.2)
         report({"progress": tally.done})
 
 
-def _seed(spec: BenchSpec, i: int) -> random.Random:
+def loop_rng(spec: BenchSpec, i: int) -> random.Random:
     return random.Random(hash((os.getpid(), spec.worker, i)))
 
 
-async def _run_loops(spec: BenchSpec, conns: list[Client], tally: _Tally, n: int) -> None:
+async def _run_loops(spec: BenchSpec, conns: list[Client], tally: Tally, n: int) -> None:
     op = make_op(spec)
     async with trio.open_nursery() as loops:
         loops.start_soon(_mark_cpu, tally)
         for i in range(n):
-            loops.start_soon(_loop, op, conns[i % len(conns)], _seed(spec, i), tally)
+            loops.start_soon(_loop, op, conns[i % len(conns)], loop_rng(spec, i), tally)
 
 
 async def run_worker(spec: BenchSpec, report: Report, control: Control) -> None:
@@ -252,21 +252,21 @@ async def run_worker(spec: BenchSpec, report: Report, control: Control) -> None:
         await _run_watch_worker(spec, report, control)
         return
     loops = spec.share(spec.clients)
-    tally = _Tally(quota=spec.quota() if spec.ops else None)
+    tally = Tally(quota=spec.quota() if spec.ops else None)
     async with trio.open_nursery() as outer:
         conns = []
         for _ in range(max(1, min(spec.share(spec.connections), loops))):
-            conns.append(await outer.start(_client_holder, spec.endpoints))
+            conns.append(await outer.start(_client_holder, spec))
         report({"ready": True})
         tally.go(await control())
         outer.start_soon(_progress, report, tally)
         await _run_loops(spec, conns, tally, loops)
         cpu = time.process_time() - tally.cpu0
         outer.cancel_scope.cancel()
-    report(_final(tally, cpu, dict(tally.extra)))
+    report(final_report(tally, cpu, dict(tally.extra)))
 
 
-def _final(tally: _Tally, cpu: float, extra: dict[str, float], **more: Any) -> dict[str, Any]:
+def final_report(tally: Tally, cpu: float, extra: dict[str, float], **more: Any) -> dict[str, Any]:
     if tally.warmup_errors:
         extra["warmup_errors"] = tally.warmup_errors
     return {
@@ -283,7 +283,7 @@ def _final(tally: _Tally, cpu: float, extra: dict[str, float], **more: Any) -> d
 
 @dataclass(slots=True)
 class _Watchers:
-    events: _Tally = field(default_factory=_Tally)
+    events: Tally = field(default_factory=Tally)
     errors: Counter[str] = field(default_factory=Counter)
     resumes: int = 0
 
@@ -322,12 +322,12 @@ async def _watcher(
 
 async def _run_watch_worker(spec: BenchSpec, report: Report, control: Control) -> None:
     writers, watchers = spec.share(spec.clients), spec.share(spec.watchers)
-    puts = _Tally(quota=spec.quota() if spec.ops else None)
+    puts = Tally(quota=spec.quota() if spec.ops else None)
     state = _Watchers()
     async with trio.open_nursery() as outer:
         conns = []
         for _ in range(max(1, min(spec.share(spec.connections), max(writers, watchers)))):
-            conns.append(await outer.start(_client_holder, spec.endpoints))
+            conns.append(await outer.start(_client_holder, spec))
         async with trio.open_nursery() as watching:
             for i in range(watchers):
                 await watching.start(_watcher, conns[i % len(conns)], spec, state)
@@ -356,7 +356,7 @@ async def _run_watch_worker(spec: BenchSpec, report: Report, control: Control) -
         "resumes": state.resumes,
         **puts.extra,
     }
-    final = _final(puts, cpu, extra, put_hist=dict(puts.hist))
+    final = final_report(puts, cpu, extra, put_hist=dict(puts.hist))
     events = state.events
     final.update(hist=dict(events.hist), ops=events.done, seconds=events.seconds())
     report(final)

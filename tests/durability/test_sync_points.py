@@ -73,15 +73,22 @@ async def test_acks_and_votes_follow_the_syncs_that_cover_them(
 
 
 async def test_checker_catches_acks_sent_before_the_sync(monkeypatch: pytest.MonkeyPatch) -> None:
-    """PLANTED BUG: the persist task sends a Ready's acks and votes before writing it."""
-    original = Node._write_ready
+    """PLANTED BUG: a Ready's acks and votes leave before it is written, on both persist
+    paths (the persist task's, and the raft loop's inline one a follower takes)."""
+    original, original_now = Node._write_ready, Node._write_ready_now
 
     async def acks_first(self: Node, rd: Ready, must_sync: bool) -> None:
         assert self._transport is not None
         self._transport.send(rd.persisted_messages)
         await original(self, rd, must_sync)
 
+    def acks_first_now(self: Node, rd: Ready, must_sync: bool) -> None:
+        assert self._transport is not None
+        self._transport.send(rd.persisted_messages)
+        original_now(self, rd, must_sync)
+
     monkeypatch.setattr(Node, "_write_ready", acks_first)
+    monkeypatch.setattr(Node, "_write_ready_now", acks_first_now)
     log = EventLog()
     record_sends(monkeypatch, log)
     cfgs = configs(3)

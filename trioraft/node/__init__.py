@@ -1,6 +1,7 @@
 """The trio runtime: ``NodeBuilder(config).start()`` gives a ``Node``; ``await node.run()``."""
 
+from trioraft.node.builder import NodeBuilder
 from trioraft.node.events import LeaderInfo
-from trioraft.node.node import Node, NodeBuilder
+from trioraft.node.node import Node
 
 __all__ = ["LeaderInfo", "Node", "NodeBuilder"]

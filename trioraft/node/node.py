@@ -35,7 +35,7 @@ from typing import Any
 import trio
 import zmq
 
-from storage import Identity, Store, open_store
+from storage import DataCorruption, Store
 from storage.base import SnapshotStore
 from trioraft.config import NodeConfig
 from trioraft.core import CoreConfig, RawNode, Ready, Role, SoftState
@@ -64,7 +64,7 @@ from trioraft.node.waiters import Read, Waiters
 from trioraft.node.watch import StreamReply, WatchHub
 from wire import client_messages as cm
 from wire.errors import Busy, NotLeader, StorageError, TrioraftError, Unavailable
-from wire.messages import Entry, HeartbeatResponse, Message
+from wire.messages import RESPONSE_TYPES, Entry, HeartbeatResponse, Message
 
 log = logging.getLogger(__name__)
 
@@ -72,48 +72,8 @@ INBOX_SIZE = 4096
 APPLY_QUEUE = 64
 STEP_BATCH = 512  # events stepped per raft-loop turn before a Ready is taken
 MAX_PENDING_WRITES = 8192  # proposed but not applied; beyond it writes are refused (Busy)
+INLINE_SYNC_MAX = 0.005  # seconds; a sync slower than this is not run on the trio thread
 _STAMPED = (RegisterSession, InSession)
-
-
-class NodeBuilder:
-    """Builds a :class:`Node` from a config; tests may swap the store and seed the rng."""
-
-    def __init__(self, config: NodeConfig) -> None:
-        self.config = config
-        self._store: Store | None = None
-        self._seed: int | None = None
-        self._join: JoinResult | None = None
-
-    def with_join(self, join: JoinResult) -> NodeBuilder:
-        """This node joins a running cluster: ``join`` is what ``join_cluster`` returned
-        (only for a new data dir; a restarted node finds its membership there)."""
-        self._join = join
-        return self
-
-    def with_store(self, store: Store) -> NodeBuilder:
-        self._store = store
-        return self
-
-    def with_seed(self, seed: int) -> NodeBuilder:
-        self._seed = seed
-        return self
-
-    def start(self) -> Node:
-        """Open storage and recover; raises ``StorageError`` (dir in use, corrupt, foreign)."""
-        cfg = self.config
-        cluster_id = self._join.cluster_id if self._join else cfg.cluster_id
-        adopt = bool(cfg.join) and self._join is None  # a restarted node that once joined
-        store = self._store or open_store(
-            cfg.data_dir, Identity(cluster_id, cfg.node_id), adopt_cluster=adopt
-        )
-        try:
-            return Node(cfg, store, random.Random(self._seed), join=self._join)
-        except BaseException as exc:
-            if self._store is None:
-                store.close()
-            if isinstance(exc, StorageError) and store.path not in str(exc):
-                raise StorageError(f"data dir {store.path}: {exc}") from exc  # from the core
-            raise
 
 
 class Node:
@@ -196,7 +156,8 @@ class Node:
         ](APPLY_QUEUE)
         self._persisting = False
         self._sync_thread = SyncThread(f"trioraft-sync-{config.node_id}")
-        self._core_hard_state = (state.hard_state.term, state.hard_state.vote)
+        self._synced = (state.hard_state.term, state.hard_state.vote)  # durable term, vote
+        self._slow_sync = False  # the last sync took over INLINE_SYNC_MAX: not inline
         self._install_done: trio.Event | None = None
         self._snapshots: SnapshotService | None = None
         if sdir is not None:
@@ -472,8 +433,44 @@ class Node:
         if no_persist and not rd.persisted_messages:
             self._core.advance(rd)
             return
+        inline = rd.snapshot is None and all(type(m) in RESPONSE_TYPES for m in rd.messages)
+        if inline and self._persist_inline(rd):
+            return
         self._persisting = True
         self._persist_send.send_nowait(rd)  # capacity 1; only one Ready is ever in flight
+
+    def _persist_inline(self, rd: Ready) -> bool:
+        """A Ready that sends no requests (a follower's: its responses have left already), so
+        nothing can go on meanwhile: write it, sync, send its acks and advance in this loop
+        turn, without the hops to the persist task, its sync thread and back (each a loop turn
+        and a thread wake-up; docs/performance.md). The sync blocks this thread for the fsync
+        (it releases the GIL), so a disk whose last sync was slow gets the persist task
+        instead. False if the write fails, too: the persist task takes the Ready over and
+        retries it (``StorageGuard``)."""
+        must_sync = self._must_sync(rd)
+        if self._storage.failing or (must_sync and self._slow_sync):
+            return False
+        try:
+            self._write_ready_now(rd, must_sync)
+        except DataCorruption:
+            raise
+        except StorageError:
+            return False
+        self._wrote(rd, must_sync)
+        assert self._transport is not None
+        self._transport.send(rd.persisted_messages)
+        self._finish_ready(rd)
+        return True
+
+    def _must_sync(self, rd: Ready) -> bool:
+        """Entries, and a term or vote not yet synced, must be durable before the messages
+        that depend on them leave; a commit index alone need not be (see ``_persist_loop``)."""
+        hs = rd.hard_state
+        return bool(rd.entries) or (hs is not None and (hs.term, hs.vote) != self._synced)
+
+    def _wrote(self, rd: Ready, synced: bool) -> None:
+        if synced and rd.hard_state is not None:
+            self._synced = (rd.hard_state.term, rd.hard_state.vote)
 
     def _step_down_for_storage(self) -> None:
         """Storage fails: lead no more (nothing can be acknowledged), and tick no more so as
@@ -511,25 +508,34 @@ class Node:
         run ahead of the durable log.
         """
         assert self._transport is not None
-        synced = self._core_hard_state
         async for rd in self._persist_recv:
             if rd.snapshot is not None and self._install_done is not None:
                 await self._install_done.wait()  # the snapshot's data first, then its ack
-            hs = rd.hard_state
-            if rd.entries or hs is not None:
-                must_sync = bool(rd.entries) or (hs is not None and (hs.term, hs.vote) != synced)
+            if rd.entries or rd.hard_state is not None:
+                must_sync = self._must_sync(rd)
                 # retried until it succeeds: the messages below wait for it (StorageGuard)
                 await self._storage.write("persist", partial(self._write_ready, rd, must_sync))
-                if must_sync and hs is not None:
-                    synced = (hs.term, hs.vote)
+                self._wrote(rd, must_sync)
             self._transport.send(rd.persisted_messages)
             await self._inbox_send.send(Persisted(rd))
 
     async def _write_ready(self, rd: Ready, must_sync: bool) -> None:
-        """One attempt; after a failed sync the retry writes the Ready again, then syncs."""
+        """One attempt; after a failed sync the retry writes the Ready again, then syncs.
+        The sync runs on the persist task's own thread, so the raft loop and the peer tasks
+        go on meanwhile (the leader replicates while its own disk write runs)."""
         self._store.append(rd.entries, rd.hard_state)
         if must_sync:
+            start = trio.current_time()
             await self._sync_thread.run(self._store.sync)
+            self._slow_sync = trio.current_time() - start > INLINE_SYNC_MAX
+
+    def _write_ready_now(self, rd: Ready, must_sync: bool) -> None:
+        """``_write_ready`` on this thread (``_persist_inline``)."""
+        self._store.append(rd.entries, rd.hard_state)
+        if must_sync:
+            start = trio.current_time()
+            self._store.sync()
+            self._slow_sync = trio.current_time() - start > INLINE_SYNC_MAX
 
     # --- apply: the only task that writes the state machine ---
     async def _apply_loop(self) -> None:

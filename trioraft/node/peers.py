@@ -3,7 +3,8 @@
 Requests (votes, appends, heartbeats, TimeoutNow) leave on the DEALER to their target, whose
 ROUTER receives them; responses go back through the receiver's ROUTER to the requester's
 DEALER (its routing id is its node id). Each peer has a task that owns its DEALER: it sends
-what the raft loop queued for that peer and feeds the peer's responses to the raft loop.
+what the raft loop queued for that peer and feeds the peer's responses to the raft loop
+(a request that finds its peer's queue empty leaves at once, from the raft loop).
 
 Raft tolerates message loss, so nothing here blocks the raft loop: a full per-peer queue or
 a peer that is down (DEALER ``IMMEDIATE``) drops the message and the protocol resends.
@@ -120,7 +121,13 @@ class PeerTransport:
         self._drop = drop
 
     def send(self, messages: Sequence[Message]) -> None:
-        """Queue messages for their peers; never blocks (drops when a queue is full)."""
+        """Send messages to their peers; never blocks (drops when a queue is full).
+
+        A request for a peer whose DEALER is open and whose queue is empty leaves at once,
+        from the caller's task: the hop to the peer's task would cost a loop turn per
+        replication round. Otherwise it waits in the peer's queue, behind the earlier ones.
+        """
+        now: dict[int, list[list[bytes]]] = {}
         for msg in messages:
             if self._drop is not None and self._drop(msg):
                 continue
@@ -131,10 +138,20 @@ class PeerTransport:
             if queue is None:
                 self.dropped["unknown destination"] += 1
                 continue
+            if msg.dst in self._dealers and not queue[0].statistics().current_buffer_used:
+                now.setdefault(msg.dst, []).append(encode(msg, cluster_id=self.cluster_id))
+                continue
             try:
                 queue[0].send_nowait(msg)
             except trio.WouldBlock:
                 self.dropped["peer queue full"] += 1
+        for dst, batch in now.items():
+            try:
+                unsent = self._dealers[dst].send_many_nowait(batch)
+            except trio.ClosedResourceError:  # removed from the membership meanwhile
+                unsent = len(batch)
+            if unsent:
+                self.dropped["peer unreachable"] += unsent
 
     def _send_response(self, msg: Message) -> None:
         frames = [node_routing_id(msg.dst), *encode(msg, cluster_id=self.cluster_id)]
