@@ -158,6 +158,7 @@ class Node:
         self._sync_thread = SyncThread(f"trioraft-sync-{config.node_id}")
         self._synced = (state.hard_state.term, state.hard_state.vote)  # durable term, vote
         self._slow_sync = False  # the last sync took over INLINE_SYNC_MAX: not inline
+        self._apply_queued = 0  # batches and installs handed to the apply task, not yet done
         self._install_done: trio.Event | None = None
         self._snapshots: SnapshotService | None = None
         if sdir is not None:
@@ -423,17 +424,24 @@ class Node:
             if self._snapshots is None or not self._snapshots.on_needed(req):
                 self._core.report_snapshot(req.to, False)
         if rd.committed_entries:
-            # Already durable here (the core's contract): apply while this Ready persists.
-            await self._apply_send.send(rd.committed_entries)
+            # Already durable here (the core's contract): apply while this Ready persists;
+            # at once if the apply task has nothing queued (a loop turn saved).
+            if self._apply_queued or not self._apply_inline(rd.committed_entries):
+                self._apply_queued += 1
+                await self._apply_send.send(rd.committed_entries)
         if rd.snapshot is not None:
             # after the batches before it; the persist task waits for it (docs/snapshots.md)
             self._install_done = trio.Event()
+            self._apply_queued += 1
             await self._apply_send.send(InstallRequest(rd.snapshot, self._install_done))
         no_persist = not rd.entries and rd.hard_state is None and rd.snapshot is None
         if no_persist and not rd.persisted_messages:
             self._core.advance(rd)
             return
-        inline = rd.snapshot is None and all(type(m) in RESPONSE_TYPES for m in rd.messages)
+        # Inline unless a sync would hold up requests that could travel meanwhile.
+        inline = rd.snapshot is None and (
+            not self._must_sync(rd) or all(type(m) in RESPONSE_TYPES for m in rd.messages)
+        )
         if inline and self._persist_inline(rd):
             return
         self._persisting = True
@@ -542,18 +550,36 @@ class Node:
         async for entries in self._apply_recv:
             if isinstance(entries, InstallRequest):
                 await self._install(entries)
-                continue
-            if self._snapshots is not None:
-                self._snapshots.note_applied(entries)
-            out = await self._storage.write("apply", partial(self._apply_batch, entries))
-            results = out.results
-            with self._replies():
-                for entry in entries:
-                    self._waiters.resolve_applied(entry.index, entry.term, results.get(entry.index))
+            else:
+                out = await self._storage.write("apply", partial(self._apply_batch, entries))
+                self._applied(entries, out)
+            self._apply_queued -= 1
+
+    def _apply_inline(self, entries: tuple[Entry, ...]) -> bool:
+        """Raft loop: apply a batch now, when nothing is queued before it. False if the
+        write fails: the apply task takes the batch over and retries it (``StorageGuard``)."""
+        if self._storage.failing:
+            return False
+        try:
+            out = self._sm.apply(entries)
+        except DataCorruption:
+            raise
+        except StorageError:
+            return False
+        self._applied(entries, out)
+        return True
+
+    def _applied(self, entries: tuple[Entry, ...], out: Any) -> None:
+        """A batch is applied: answer its writes and the reads it allows, tell the watches."""
+        if self._snapshots is not None:
+            self._snapshots.note_applied(entries)
+        results = out.results
+        with self._replies():
+            for entry in entries:
+                self._waiters.resolve_applied(entry.index, entry.term, results.get(entry.index))
             self.members.on_applied(entries, out.memberships)
             self._watch.publish(out.events, self._sm.applied)
-            with self._replies():
-                self._waiters.serve_reads(self._sm.applied)
+            self._waiters.serve_reads(self._sm.applied)
 
     def _replies(self) -> AbstractContextManager[None]:
         """Replies to clients sent meanwhile leave together (``ClientServer.batched``)."""
