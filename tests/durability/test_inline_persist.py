@@ -25,7 +25,7 @@ from tests.durability.durability_helpers import (
     write_many,
 )
 from trioraft import open_client
-from trioraft.node.node import INLINE_SYNC_MAX
+from trioraft.node.persist import INLINE_SYNC_MAX
 
 MAIN = "trio thread"
 SYNC_THREAD = "sync thread"

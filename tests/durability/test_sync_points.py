@@ -31,8 +31,7 @@ from tests.durability.durability_helpers import (
     write_many,
 )
 from trioraft import open_client
-from trioraft.core import Ready
-from trioraft.node import Node
+from trioraft.node.persist import Persister
 from wire.messages import AppendEntriesResponse, HardState, RequestVoteResponse
 
 
@@ -73,22 +72,9 @@ async def test_acks_and_votes_follow_the_syncs_that_cover_them(
 
 
 async def test_checker_catches_acks_sent_before_the_sync(monkeypatch: pytest.MonkeyPatch) -> None:
-    """PLANTED BUG: a Ready's acks and votes leave before it is written, on both persist
-    paths (the persist task's, and the raft loop's inline one a follower takes)."""
-    original, original_now = Node._write_ready, Node._write_ready_now
-
-    async def acks_first(self: Node, rd: Ready, must_sync: bool) -> None:
-        assert self._transport is not None
-        self._transport.send(rd.persisted_messages)
-        await original(self, rd, must_sync)
-
-    def acks_first_now(self: Node, rd: Ready, must_sync: bool) -> None:
-        assert self._transport is not None
-        self._transport.send(rd.persisted_messages)
-        original_now(self, rd, must_sync)
-
-    monkeypatch.setattr(Node, "_write_ready", acks_first)
-    monkeypatch.setattr(Node, "_write_ready_now", acks_first_now)
+    """PLANTED BUG: the sync rule says no Ready needs a sync, so acks and votes leave
+    with nothing synced under them (on both paths: inline and the persist task's)."""
+    monkeypatch.setattr(Persister, "must_sync", lambda self, rd: False)
     log = EventLog()
     record_sends(monkeypatch, log)
     cfgs = configs(3)

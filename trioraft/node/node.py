@@ -49,7 +49,8 @@ from trioraft.node.lease import LeaseTracker
 from trioraft.node.membership import CoreCall, MembershipService
 from trioraft.node.notify import WatchedValue
 from trioraft.node.peers import PeerTransport
-from trioraft.node.reads import KeyRead, RangeRead
+from trioraft.node.persist import Persister
+from trioraft.node.reads import KeyRead, RangeRead, ReadGroup
 from trioraft.node.snapshots import (
     CompactLog,
     InstallRequest,
@@ -59,12 +60,11 @@ from trioraft.node.snapshots import (
     snapshot_dir_for,
 )
 from trioraft.node.storage_guard import StorageGuard
-from trioraft.node.sync_thread import SyncThread
 from trioraft.node.waiters import Read, Waiters
 from trioraft.node.watch import StreamReply, WatchHub
 from wire import client_messages as cm
 from wire.errors import Busy, NotLeader, StorageError, TrioraftError, Unavailable
-from wire.messages import RESPONSE_TYPES, Entry, HeartbeatResponse, Message
+from wire.messages import Entry, HeartbeatResponse, Message
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,6 @@ INBOX_SIZE = 4096
 APPLY_QUEUE = 64
 STEP_BATCH = 512  # events stepped per raft-loop turn before a Ready is taken
 MAX_PENDING_WRITES = 8192  # proposed but not applied; beyond it writes are refused (Busy)
-INLINE_SYNC_MAX = 0.005  # seconds; a sync slower than this is not run on the trio thread
 _STAMPED = (RegisterSession, InSession)
 
 
@@ -155,10 +154,9 @@ class Node:
             tuple[Entry, ...] | InstallRequest
         ](APPLY_QUEUE)
         self._persisting = False
-        self._sync_thread = SyncThread(f"trioraft-sync-{config.node_id}")
-        self._synced = (state.hard_state.term, state.hard_state.vote)  # durable term, vote
-        self._slow_sync = False  # the last sync took over INLINE_SYNC_MAX: not inline
+        self._persister = Persister(config.node_id, store, self._storage, state.hard_state)
         self._apply_queued = 0  # batches and installs handed to the apply task, not yet done
+        self._read_group: ReadGroup | None = None  # reads the raft loop has not taken yet
         self._install_done: trio.Event | None = None
         self._snapshots: SnapshotService | None = None
         if sdir is not None:
@@ -234,7 +232,7 @@ class Node:
             self._waiters.fail_all()
             self._watch.cancel_all(Unavailable.code, f"node {self.node_id} is shutting down")
             self._leader.close()
-            self._sync_thread.close()
+            self._persister.close()
             self._store.close()
             ctx.destroy(linger=0)
 
@@ -310,7 +308,12 @@ class Node:
         ):
             self._waiters.add_read(self._core.commit, read, self._sm.applied)
             return
-        self._enqueue(ReadIndex(read))
+        group = self._read_group
+        if group is None:  # the first read since the raft loop took the last group
+            group = ReadGroup()
+            self._enqueue(ReadIndex(group))
+            self._read_group = group
+        group.reads.append(read)
 
     def handle_request(self, req: object, reply: Replier) -> None:
         """Serve one client request in-process, as the client port would (the embedded
@@ -389,6 +392,8 @@ class Node:
             else:
                 self._waiters.add_proposal(index, term, event.reply)
         elif isinstance(event, ReadIndex):
+            if event.read is self._read_group:
+                self._read_group = None  # later reads start a new group
             ctx = self._waiters.new_read(event.read)
             try:
                 self._core.read_index(ctx)
@@ -438,47 +443,13 @@ class Node:
         if no_persist and not rd.persisted_messages:
             self._core.advance(rd)
             return
-        # Inline unless a sync would hold up requests that could travel meanwhile.
-        inline = rd.snapshot is None and (
-            not self._must_sync(rd) or all(type(m) in RESPONSE_TYPES for m in rd.messages)
-        )
-        if inline and self._persist_inline(rd):
+        if self._persister.write_now(rd):  # in this turn, if it holds up nothing
+            assert self._transport is not None
+            self._transport.send(rd.persisted_messages)
+            self._core.advance(rd)
             return
         self._persisting = True
         self._persist_send.send_nowait(rd)  # capacity 1; only one Ready is ever in flight
-
-    def _persist_inline(self, rd: Ready) -> bool:
-        """A Ready that sends no requests (a follower's: its responses have left already), so
-        nothing can go on meanwhile: write it, sync, send its acks and advance in this loop
-        turn, without the hops to the persist task, its sync thread and back (each a loop turn
-        and a thread wake-up; docs/performance.md). The sync blocks this thread for the fsync
-        (it releases the GIL), so a disk whose last sync was slow gets the persist task
-        instead. False if the write fails, too: the persist task takes the Ready over and
-        retries it (``StorageGuard``)."""
-        must_sync = self._must_sync(rd)
-        if self._storage.failing or (must_sync and self._slow_sync):
-            return False
-        try:
-            self._write_ready_now(rd, must_sync)
-        except DataCorruption:
-            raise
-        except StorageError:
-            return False
-        self._wrote(rd, must_sync)
-        assert self._transport is not None
-        self._transport.send(rd.persisted_messages)
-        self._finish_ready(rd)
-        return True
-
-    def _must_sync(self, rd: Ready) -> bool:
-        """Entries, and a term or vote not yet synced, must be durable before the messages
-        that depend on them leave; a commit index alone need not be (see ``_persist_loop``)."""
-        hs = rd.hard_state
-        return bool(rd.entries) or (hs is not None and (hs.term, hs.vote) != self._synced)
-
-    def _wrote(self, rd: Ready, synced: bool) -> None:
-        if synced and rd.hard_state is not None:
-            self._synced = (rd.hard_state.term, rd.hard_state.vote)
 
     def _step_down_for_storage(self) -> None:
         """Storage fails: lead no more (nothing can be acknowledged), and tick no more so as
@@ -506,44 +477,16 @@ class Node:
             term,
         )
 
-    # --- persist: the only task that writes the log ---
+    # --- persist: the task that writes the leader's log (trioraft/node/persist.py) ---
     async def _persist_loop(self) -> None:
-        """Write each Ready's entries and hard state; sync when Raft's safety needs it.
-
-        Entries, term and vote must be durable before the messages that depend on them
-        leave. A change of the commit index alone is written but not synced (as etcd does):
-        a commit index lost in a crash is learned again from the leader, and applies never
-        run ahead of the durable log.
-        """
+        """Write each Ready the raft loop did not write inline, then send its acks."""
         assert self._transport is not None
         async for rd in self._persist_recv:
             if rd.snapshot is not None and self._install_done is not None:
                 await self._install_done.wait()  # the snapshot's data first, then its ack
-            if rd.entries or rd.hard_state is not None:
-                must_sync = self._must_sync(rd)
-                # retried until it succeeds: the messages below wait for it (StorageGuard)
-                await self._storage.write("persist", partial(self._write_ready, rd, must_sync))
-                self._wrote(rd, must_sync)
+            await self._persister.write(rd)  # retried until it succeeds (StorageGuard)
             self._transport.send(rd.persisted_messages)
             await self._inbox_send.send(Persisted(rd))
-
-    async def _write_ready(self, rd: Ready, must_sync: bool) -> None:
-        """One attempt; after a failed sync the retry writes the Ready again, then syncs.
-        The sync runs on the persist task's own thread, so the raft loop and the peer tasks
-        go on meanwhile (the leader replicates while its own disk write runs)."""
-        self._store.append(rd.entries, rd.hard_state)
-        if must_sync:
-            start = trio.current_time()
-            await self._sync_thread.run(self._store.sync)
-            self._slow_sync = trio.current_time() - start > INLINE_SYNC_MAX
-
-    def _write_ready_now(self, rd: Ready, must_sync: bool) -> None:
-        """``_write_ready`` on this thread (``_persist_inline``)."""
-        self._store.append(rd.entries, rd.hard_state)
-        if must_sync:
-            start = trio.current_time()
-            self._store.sync()
-            self._slow_sync = trio.current_time() - start > INLINE_SYNC_MAX
 
     # --- apply: the only task that writes the state machine ---
     async def _apply_loop(self) -> None:

@@ -1,5 +1,7 @@
 """Reads waiting to be served: each answers from the state machine once it has applied at
-least the read's index (see ``Waiters``). No task per read: ``reply`` sends the answer."""
+least the read's index (see ``Waiters``). No task per read: ``reply`` sends the answer.
+Reads that reach the leader before its raft loop next takes them travel as one
+``ReadGroup``: one ReadIndex context, one confirmation, one index for all of them."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from trioraft.kv.state_machine import KVStateMachine
+from trioraft.node.waiters import Read
 from wire import client_messages as cm
 from wire.errors import TrioraftError
 
@@ -47,3 +50,21 @@ class RangeRead:
 
     def fail(self, error: TrioraftError) -> None:
         self.reply(error)
+
+
+class ReadGroup:
+    """Reads queued for one ReadIndex. The raft loop assigns the index when it takes the
+    group, after every member arrived, so the index covers each of them (thesis §6.4)."""
+
+    __slots__ = ("reads",)
+
+    def __init__(self) -> None:
+        self.reads: list[Read] = []
+
+    def serve(self, applied: int) -> None:
+        for read in self.reads:
+            read.serve(applied)
+
+    def fail(self, error: TrioraftError) -> None:
+        for read in self.reads:
+            read.fail(error)
