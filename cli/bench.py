@@ -5,8 +5,9 @@ worker processes (so the generator is not the bottleneck: each worker is one pro
 with its own GIL). Each worker runs its share of the ``--clients`` request loops over its
 share of ``--connections`` client objects (one ZeroMQ DEALER per node each).
 
-Two drivers: ``fast`` (the default for put and get: ``cli.bench_fast``, synchronous pyzmq
-requests built by hand) and ``client`` (the trio client library: every workload). Workers
+Three drivers: ``fast`` (the default for put and get: ``cli.bench_fast``, synchronous pyzmq
+requests built by hand), ``c`` (put and get: ``cli.bench_c``, a C program) and ``client``
+(the trio client library: every workload). Workers
 and parent speak JSON lines (worker stdout, worker stdin)::
 
     worker -> {"ready": true}                        connections (and watches) are open
@@ -46,8 +47,10 @@ BUCKET_BASE = 1.02  # latency histogram resolution: 2%
 WORKLOADS = ("put", "get", "scan", "txn", "cas", "watch")
 CONSISTENCIES = ("linearizable", "lease", "eventual")
 READS = ("get", "scan")  # workloads that take a consistency level
-DRIVERS = ("fast", "client")  # fast: cli.bench_fast (sync pyzmq); client: the trio client
-FAST_WORKLOADS = ("put", "get")  # what the fast driver runs; the others use the client
+DRIVERS = ("fast", "client", "c")  # fast: cli.bench_fast (sync pyzmq); client: the trio
+# client; c: cli.bench_c (a C program)
+FAST_WORKLOADS = ("put", "get")  # what the fast and c drivers run; the others use the client
+WORKER_MODULES = {"fast": "cli.bench_fast", "c": "cli.bench_c", "client": "cli.bench"}
 
 
 def bucket_of(seconds: float) -> int:
@@ -115,6 +118,11 @@ class BenchSpec:
         return self.driver == "fast" and self.workload in FAST_WORKLOADS
 
     @property
+    def runs_on(self) -> str:
+        """The driver the workers run: ``driver`` for FAST_WORKLOADS, else ``client``."""
+        return self.driver if self.workload in FAST_WORKLOADS else "client"
+
+    @property
     def label(self) -> str:
         """The workload's name in reports: ``put``, ``get/lease``, ``scan/eventual``, ..."""
         if self.workload in READS:
@@ -145,7 +153,7 @@ class BenchResult:
     server_cores: float | None = None  # CPU of the server pids given, if any
     machine_cores: float | None = None  # busy cores of the whole machine
     foreign_cores: float | None = None  # machine - servers - load: other tenants
-    driver: str = "client"  # the load processes' driver: fast or client
+    driver: str = "client"  # the load processes' driver: fast, c or client
 
     def line(self) -> str:
         text = (
@@ -341,7 +349,7 @@ def _result(
         server_cores=_round(server_cores),
         machine_cores=_round(machine),
         foreign_cores=_round(foreign),
-        driver="fast" if spec.fast else "client",
+        driver=spec.runs_on,
     )
 
 
@@ -358,7 +366,7 @@ async def _spawn(
 ) -> trio.Process:
     wspec = json.dumps(asdict(replace(spec, worker=worker, workers=procs)))
     proc = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "cli.bench_fast" if spec.fast else "cli.bench", wspec],
+        [sys.executable, "-m", WORKER_MODULES[spec.runs_on], wspec],
         stdout=subprocess.PIPE,
         stdin=subprocess.PIPE,
     )

@@ -15,8 +15,9 @@ import typer
 CONSISTENCIES = ("linearizable", "lease", "eventual")
 bench_app = typer.Typer(
     help="Load generators, and a same-run comparison with etcd and PySyncObj. put and get "
-    "run on the fast driver (synchronous ZeroMQ, light on CPU) unless --driver client; the "
-    "other workloads run on the trio client library.",
+    "run on the fast driver (synchronous ZeroMQ, light on CPU) unless --driver c (a C "
+    "program, lighter still) or --driver client; the other workloads run on the trio client "
+    "library.",
     no_args_is_help=True,
 )
 
@@ -44,7 +45,8 @@ DriverOpt = Annotated[
     str | None,
     typer.Option(
         help="Load driver: fast (put and get only; the default for them: synchronous ZeroMQ "
-        "requests built by hand) or client (the trio client library; the default otherwise)."
+        "requests built by hand), c (put and get only: a C program, compiled on first use) "
+        "or client (the trio client library; the default otherwise)."
     ),
 ]
 SessionsOpt = Annotated[
@@ -65,9 +67,11 @@ def _bench(workload: str, endpoints: str | None, as_json: bool, procs: int, **kw
         fail(f"--consistency: expected linearizable, lease or eventual, got {kw['consistency']}", 2)
     driver = kw.pop("driver") or ("fast" if workload in FAST_WORKLOADS else "client")
     if driver not in DRIVERS:
-        fail(f"--driver: expected fast or client, got {driver}", 2)
-    if driver == "fast" and workload not in FAST_WORKLOADS:
-        fail(f"--driver fast: only put and get; bench {workload} runs on --driver client", 2)
+        fail(f"--driver: expected fast, client or c, got {driver}", 2)
+    if driver != "client" and workload not in FAST_WORKLOADS:
+        fail(f"--driver {driver}: only put and get; bench {workload} runs on --driver client", 2)
+    if driver == "c":
+        _build_c_driver()
     kw["driver"] = driver
     kw.setdefault("consistency", "linearizable")
     kw["connections"] = kw["connections"] or kw["clients"]
@@ -80,6 +84,17 @@ def _bench(workload: str, endpoints: str | None, as_json: bool, procs: int, **kw
         typer.echo(json.dumps(dataclasses.asdict(result)))
     else:
         typer.echo(result.line())
+
+
+def _build_c_driver() -> None:
+    """Compile the C driver now (unless cached), or fail in one line saying what is missing."""
+    from cli.bench_c import BuildError, build
+    from cli.main import fail
+
+    try:
+        build()
+    except BuildError as exc:
+        fail(str(exc))
 
 
 async def _unwrap(coro: Any) -> Any:
@@ -249,6 +264,13 @@ def bench_compare(
     quiet_wait: Annotated[
         float | None, typer.Option(help="Max seconds to wait for a quiet machine per point.")
     ] = None,
+    driver: Annotated[
+        str | None,
+        typer.Option(
+            help="Load driver of trioraft's put and get points: c, fast or client (default: c "
+            "if it can be built here, else fast)."
+        ),
+    ] = None,
 ) -> None:
     """trioraft, etcd and PySyncObj in one sitting: JSONL, a table, plots (docs/perf).
 
@@ -266,6 +288,14 @@ def bench_compare(
         fail(f"--systems: unknown {', '.join(sorted(unknown))}", 2)
     if "etcd" in chosen and any(v is not None and v != int(v) for v in (duration, warmup)):
         fail("--duration and --warmup: whole seconds with etcd (its h2load takes no others)", 2)
+    if driver is None:
+        from cli.bench_c import buildable
+
+        driver = "c" if buildable() else "fast"
+    elif driver not in ("c", "fast", "client"):
+        fail(f"--driver: expected c, fast or client, got {driver}", 2)
+    elif driver == "c":
+        _build_c_driver()
     options = CompareOptions.make(
         MATRICES[matrix],
         duration=duration,
@@ -275,6 +305,7 @@ def bench_compare(
         out_dir=out_dir,
         peers_dir=peers_dir,
         quiet_wait=quiet_wait,
+        driver=driver,
     )
     run_compare(options)
 

@@ -30,7 +30,7 @@ from typing import Any
 
 import trio
 
-from cli.bench import BenchSpec, busy_cores, machine_jiffies, run_bench
+from cli.bench import FAST_WORKLOADS, BenchSpec, busy_cores, machine_jiffies, run_bench
 from cli.bench_peers import PEERS_DIR, PEERS_VENV, EtcdPoint, PeerRun, SyncObjGroup, run_peer
 from cli.bench_report import load_records, write_report
 from cli.local import free_ports, node_command
@@ -55,10 +55,11 @@ class Point:
     scan_keys: int = 100
     watchers: int = 0
 
-    @property
-    def procs(self) -> int:
-        """Load processes: one Python process drives ~16 loops before it is the bottleneck."""
-        return 1 if self.clients < 16 else 2
+    def procs(self, driver: str) -> int:
+        """Load processes: one Python process drives ~16 loops before it is the bottleneck;
+        the C driver's one process drives them all."""
+        c = driver == "c" and self.workload in FAST_WORKLOADS
+        return 1 if self.clients < 16 or c else 2
 
 
 def _puts(size: int, clients: tuple[int, ...] = PUT_CLIENTS) -> list[Point]:
@@ -146,6 +147,7 @@ class CompareOptions:
     out_dir: Path = field(default_factory=default_out_dir)
     peers_dir: Path = PEERS_DIR
     peers_python: Path = PEERS_VENV / "bin" / "python"
+    driver: str = "fast"  # of the trioraft put and get points: fast, c or client
 
     def peer_run(self) -> PeerRun:
         m = self.matrix
@@ -170,6 +172,7 @@ class CompareOptions:
         systems: list[str] | None = None,
         out_dir: Path | None = None,
         peers_dir: Path | None = None,
+        driver: str = "fast",
     ) -> CompareOptions:
         matrix = replace(
             matrix,
@@ -183,6 +186,7 @@ class CompareOptions:
             systems or ["trioraft", "etcd", "pysyncobj"],
             out_dir or default_out_dir(),
             peers_dir or PEERS_DIR,
+            driver=driver,
         )
 
 
@@ -203,8 +207,9 @@ def run_compare(opts: CompareOptions) -> Path:
         f"{m.points() * opts.reps * per_point / 60:.0f} min; results: {out}"
     )
     if "trioraft" in opts.systems:
+        log(f"trioraft put and get points: --driver {opts.driver}")
         for rep in range(1, opts.reps + 1):
-            run_trioraft(m, rep, out)
+            run_trioraft(m, rep, out, opts.driver)
     for system, script, matrix in (
         ("etcd", "etcd_bench", m.etcd),
         ("pysyncobj", "pysyncobj_bench", m.pysyncobj),
@@ -279,7 +284,7 @@ def wait_quiet(max_wait: float, probe: float = 1.0) -> tuple[float | None, float
             return busy, waited
 
 
-def run_trioraft(m: Matrix, rep: int, out: Path) -> None:
+def run_trioraft(m: Matrix, rep: int, out: Path, driver: str = "fast") -> None:
     """One fresh cluster, every trioraft point of the matrix, a JSON line each."""
     root = Path(tempfile.mkdtemp(prefix="trioraft-compare-"))
     cluster = LocalCluster(root)
@@ -288,7 +293,7 @@ def run_trioraft(m: Matrix, rep: int, out: Path) -> None:
         cluster.start()
         log(f"trioraft rep {rep}: 3 nodes up ({', '.join(cluster.endpoints)}), data in {root}")
         for point in m.trioraft:
-            rec = measure(cluster, point, m, rep)
+            rec = measure(cluster, point, m, rep, driver)
             failed = failed or "failed" in rec
             append(out, rec)
             log("  " + summary(rec))
@@ -303,7 +308,9 @@ def run_trioraft(m: Matrix, rep: int, out: Path) -> None:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def measure(cluster: LocalCluster, point: Point, m: Matrix, rep: int) -> dict[str, Any]:
+def measure(
+    cluster: LocalCluster, point: Point, m: Matrix, rep: int, driver: str = "fast"
+) -> dict[str, Any]:
     pre_busy, waited = wait_quiet(m.quiet_wait) if m.quiet_wait > 0 else (None, 0.0)
     spec = BenchSpec(
         workload=point.workload,
@@ -318,12 +325,14 @@ def measure(cluster: LocalCluster, point: Point, m: Matrix, rep: int) -> dict[st
         consistency=point.consistency,
         scan_keys=point.scan_keys,
         watchers=point.watchers,
+        driver=driver,
     )
+    procs = point.procs(driver)
     rec: dict[str, Any] = {
         "bench": "trioraft",
         "op": spec.label,
         "conc": point.clients,
-        "procs": point.procs,
+        "procs": procs,
         "value_size": point.value_size,
         "key_space": point.key_space,
         "duration": m.duration,
@@ -332,14 +341,14 @@ def measure(cluster: LocalCluster, point: Point, m: Matrix, rep: int) -> dict[st
         "nodes": 3,
         "tick_ms": TICK_MS,
         "durability": "fsync before acks (default config)",
-        "driver": "fast" if spec.fast else "client",  # the load generator (cli.bench_fast)
+        "driver": spec.runs_on,  # the load generator: c, fast or client
         "sessions": spec.sessions,
         "pre_busy_cores": pre_busy,
         "quiet_wait_s": round(waited, 1),
         "commit": _commit(),
     }
     try:
-        result = trio.run(run_bench, spec, point.procs, False, cluster.pids)
+        result = trio.run(run_bench, spec, procs, False, cluster.pids)
     except Exception as exc:  # recorded; the matrix goes on
         rec["failed"] = f"{type(exc).__name__}: {exc}"
         return rec

@@ -67,6 +67,10 @@ def load_records(paths: Iterable[Path]) -> list[dict[str, Any]]:
     return records
 
 
+# the load generator of a trioraft record (``driver``; records before drivers: the client)
+_DRIVERS = {"client": "trio client", "fast": "pyzmq fast driver", "c": "C driver"}
+
+
 def describe(rec: dict[str, Any]) -> tuple[str, str, str, str] | None:
     """(system, client, workload, durability) of a measurement, or None for other lines."""
     if "ops_per_s" not in rec or rec.get("failed"):
@@ -75,7 +79,8 @@ def describe(rec: dict[str, Any]) -> tuple[str, str, str, str] | None:
     if bench == "trioraft":
         workload = str(rec["op"]).replace("/", " ")
         procs = rec.get("procs", 1)
-        client = f"trio client, {procs} proc{'s' if procs != 1 else ''}"
+        driver = _DRIVERS.get(rec.get("driver", "client"), "trio client")
+        client = f"{driver}, {procs} proc{'s' if procs != 1 else ''}"
         return "trioraft", client, workload, "fsync"
     if bench == "etcd":
         op = {"put": "put", "get": "get linearizable", "sget": "get serializable"}[rec["op"]]

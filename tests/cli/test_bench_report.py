@@ -28,7 +28,7 @@ RECORDS: list[dict[str, Any]] = [
     trioraft("put", 1, 300.0, 3.0, procs=1),
     trioraft("put", 64, 4000.0, 16.0, rep=1),
     trioraft("put", 64, 5000.0, 14.0, rep=2),
-    trioraft("get/lease", 64, 9000.0, 6.0),
+    trioraft("get/lease", 64, 9000.0, 6.0, driver="c", procs=1),
     {"bench": "trioraft", "op": "put", "conc": 16, "value_size": 64, "failed": "Timeout: x"},
     {
         "bench": "etcd", "op": "put", "conc": 64, "client": "h2load", "procs": 1,
@@ -56,7 +56,9 @@ def test_rows_merge_repetitions_and_skip_other_lines() -> None:
     put64 = next(r for r in rows if r.system == "trioraft" and r.conc == 64)
     assert (put64.n, put64.ops_per_s, put64.ops_min, put64.ops_max) == (2, 4500, 4000, 5000)
     assert put64.p50_ms == 15.0
-    assert put64.client == "trio client, 2 procs"
+    assert put64.client == "trio client, 2 procs"  # a record from before drivers
+    lease = next(r for r in rows if r.system == "trioraft" and r.workload == "get lease")
+    assert lease.client == "C driver, 1 proc"
     etcd = next(r for r in rows if r.system == "etcd 3.4.23" and r.workload == "put")
     assert (etcd.client, etcd.durability, etcd.server_cores) == ("h2load, C", "fdatasync", 1.52)
     sync = next(r for r in rows if r.system.startswith("PySyncObj"))
