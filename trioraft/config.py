@@ -39,6 +39,9 @@ class NodeConfig:
     max_inflight: int = 256
     pre_vote: bool = True
     check_quorum: bool = True
+    # True: followers learn a commit index from the next append or heartbeat, not from an
+    # empty append sent at once (fewer messages; followers apply up to a heartbeat later)
+    lazy_commit: bool = False
     # --- client API (docs/operations.md) ---
     default_consistency: str = "linearizable"  # reads that name no level: or lease, eventual
     lease_reads: bool = True  # serve lease reads from the leader alone while its lease holds

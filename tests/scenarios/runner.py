@@ -221,6 +221,7 @@ class Env:
             ("pre-vote", "pre_vote", _bool),
             ("check-quorum", "check_quorum", _bool),
             ("max-inflight", "max_inflight", int),
+            ("lazy-commit", "lazy_commit", _bool),
             ("max-bytes", "max_append_bytes", int),
         ):
             if key in kw:

@@ -110,6 +110,9 @@ class Simulation:
         self.fault_gap = rng.choice((60, 150, 400))
         # Some runs crash many new leaders soon after their election (Figure 8's recipe).
         self.leader_kill = rng.choice((0.0, 0.0, 0.2, 0.5))
+        # Half the seeds run with lazy commit (the node's default). Drawn from a generator of
+        # its own so that the main stream, and so every earlier seed's draws, stay as they were.
+        self.lazy_commit = random.Random(cfg.seed * 7919 + 1).random() < 0.5
         self.all_ids = tuple(ids)
         self.nodes = {
             i: SimNode(
@@ -122,6 +125,7 @@ class Simulation:
                     check_quorum=self.check_quorum,
                     max_inflight=self.max_inflight,
                     max_append_bytes=self.max_bytes,
+                    lazy_commit=self.lazy_commit,
                     planted_bugs=cfg.bugs,
                 ),
                 seed=cfg.seed * 100 + i,
@@ -142,7 +146,8 @@ class Simulation:
         self.stats.profile = (
             f"pre_vote={self.pre_vote} check_quorum={self.check_quorum} "
             f"max_inflight={self.max_inflight} max_bytes={self.max_bytes} "
-            f"fault_gap={self.fault_gap} leader_kill={self.leader_kill}"
+            f"fault_gap={self.fault_gap} leader_kill={self.leader_kill} "
+            f"lazy_commit={self.lazy_commit}"
         )
         for i in ids:
             self._push(rng.randint(1, cfg.tick_interval), TICK, i)

@@ -361,7 +361,7 @@ class Raft:
             return
         if self.pending_bcast:
             self.pending_bcast = False
-            repl.bcast_append(self)
+            repl.bcast_append(self, send_if_empty=not self.config.lazy_commit)
         if self.readonly.needs_round():
             repl.bcast_heartbeat(self)
 

@@ -56,11 +56,12 @@ def handle_append_response(r: Raft, m: AppendEntriesResponse, pr: Progress) -> N
         pr.become_replicate()
     else:
         pr.inflights.free_le(m.index)
+    lazy = r.config.lazy_commit
     if maybe_commit(r):
-        bcast_append(r)
+        bcast_append(r, send_if_empty=not lazy)  # lazy: the commit rides on later messages
     while send_append(r, m.src, send_if_empty=False):
         pass
-    if pr.commit_sent < min(r.log.committed, pr.match):
+    if not lazy and pr.commit_sent < min(r.log.committed, pr.match):
         send_append(r, m.src)  # it has the entries but may not know they committed
     if m.src == r.lead_transferee and pr.match == r.log.last_index:
         send_timeout_now(r, m.src)
@@ -70,8 +71,8 @@ def handle_heartbeat_response(r: Raft, m: HeartbeatResponse, pr: Progress) -> No
     pr.probe_sent = False
     if pr.state is ProgressState.REPLICATE and pr.inflights.full():
         pr.inflights.free_first_one()  # the follower is alive: let one message through
-    if pr.match < r.log.last_index:
-        send_append(r, m.src)
+    if pr.match < r.log.last_index:  # lazy: nothing to send if all is in flight already
+        send_append(r, m.src, send_if_empty=not r.config.lazy_commit)
     if m.context:
         r.readonly.ack(m.src, m.context)
         r.read_states.extend(r.readonly.release(r.voters))
@@ -118,9 +119,9 @@ def send_append(r: Raft, to: int, *, send_if_empty: bool = True) -> bool:
     return True
 
 
-def bcast_append(r: Raft) -> None:
+def bcast_append(r: Raft, *, send_if_empty: bool = True) -> None:
     for peer in r.peers:
-        if send_append(r, peer):
+        if send_append(r, peer, send_if_empty=send_if_empty):
             while send_append(r, peer, send_if_empty=False):
                 pass
 

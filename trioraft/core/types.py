@@ -68,6 +68,13 @@ class CoreConfig:
     check_quorum: bool = True  # leader steps down without a live quorum; enables leases
     max_append_bytes: int = 1 << 20  # >= 1; cap on sum(len(e.data)) per AppendEntries
     max_inflight: int = 256  # >= 1; unacked AppendEntries per follower in REPLICATE
+    # False (etcd's way): a leader that commits sends every follower an AppendEntries at
+    # once, empty if it has no new entries, to tell it the commit index. True: the commit
+    # index rides on the next AppendEntries with entries or the next heartbeat (within
+    # heartbeat_ticks), which saves two messages per follower per commit at low load.
+    # Only when followers apply changes: never what a client's write or read waits for.
+    # NodeConfig.lazy_commit (off by default: followers' eventual reads and watches lag).
+    lazy_commit: bool = False
     # This node's addresses; a new leader announces them in its no-op when its membership
     # records another client address ("": never announce). See trioraft.core.confstate.
     peer_addr: str = ""

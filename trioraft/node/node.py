@@ -114,6 +114,7 @@ class Node:
                 check_quorum=config.check_quorum,
                 max_append_bytes=config.max_append_bytes,
                 max_inflight=config.max_inflight,
+                lazy_commit=config.lazy_commit,
                 peer_addr=config.peer_addr,
                 client_addr=config.client_addr,
             ),
