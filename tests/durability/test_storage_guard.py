@@ -16,6 +16,7 @@ from tests.durability.durability_helpers import configs, in_process_cluster, mem
 from trioraft import open_client
 from trioraft.errors import TrioraftError
 from trioraft.node.storage_guard import StorageGuard
+from wire.errors import StorageError
 from wire.messages import Entry, EntryKind
 
 ID = Identity(7, 1)
@@ -29,6 +30,33 @@ async def append_one(store: FaultyStore, index: int) -> int:
     store.append([Entry(1, index, EntryKind.NORMAL, b"")], None)
     store.sync()
     return index
+
+
+def test_try_now_hands_a_failed_attempt_over_and_raises_corruption() -> None:
+    """The raft loop's inline writes: one attempt; a failure (or a guard already failing)
+    gives None, for the task to retry through ``write``; damaged data is raised."""
+    store = FaultyStore(MemoryStore(ID))
+    guard = guard_for(store)
+
+    def sync_one() -> int:
+        store.append([Entry(1, 1, EntryKind.NORMAL, b"")], None)
+        store.sync()
+        return 1
+
+    done = guard.try_now(sync_one)
+    assert done is not None and done.unwrap() == 1
+    store.fail("sync", reason="No space left on device")
+    assert guard.try_now(sync_one) is None and not guard.failing  # the task will say it
+    store.heal()
+    guard._failing["persist"] = StorageError("x")  # the persist task is retrying
+    assert guard.try_now(lambda: pytest.fail("must not be attempted")) is None
+    guard._failing.clear()
+
+    def damaged() -> int:
+        raise DataCorruption("data dir d: bad checksum")
+
+    with pytest.raises(DataCorruption):
+        guard.try_now(damaged)
 
 
 async def test_retries_until_healed_and_logs_once_each_way(

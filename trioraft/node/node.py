@@ -35,7 +35,7 @@ from typing import Any
 import trio
 import zmq
 
-from storage import DataCorruption, Store
+from storage import Store
 from storage.base import SnapshotStore
 from trioraft.config import NodeConfig
 from trioraft.core import CoreConfig, RawNode, Ready, Role, SoftState
@@ -502,15 +502,10 @@ class Node:
     def _apply_inline(self, entries: tuple[Entry, ...]) -> bool:
         """Raft loop: apply a batch now, when nothing is queued before it. False if the
         write fails: the apply task takes the batch over and retries it (``StorageGuard``)."""
-        if self._storage.failing:
+        done = self._storage.try_now(partial(self._sm.apply, entries))
+        if done is None:
             return False
-        try:
-            out = self._sm.apply(entries)
-        except DataCorruption:
-            raise
-        except StorageError:
-            return False
-        self._applied(entries, out)
+        self._applied(entries, done.unwrap())
         return True
 
     def _applied(self, entries: tuple[Entry, ...], out: Any) -> None:

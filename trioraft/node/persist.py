@@ -24,11 +24,10 @@ from __future__ import annotations
 import time
 from functools import partial
 
-from storage import DataCorruption, Store
+from storage import Store
 from trioraft.core import Ready
 from trioraft.node.storage_guard import StorageGuard
 from trioraft.node.sync_thread import SyncThread
-from wire.errors import StorageError
 from wire.messages import RESPONSE_TYPES, HardState
 
 INLINE_SYNC_MAX = 0.005  # seconds; a sync slower than this is not run on the trio thread
@@ -53,18 +52,14 @@ class Persister:
     def write_now(self, rd: Ready) -> bool:
         """Write (and sync) ``rd`` on this thread if it may go inline; False if it may not,
         or if the write failed: then the persist task must take it (``write``)."""
-        if rd.snapshot is not None or self._storage.failing:
+        if rd.snapshot is not None:
             return False
         must_sync = self.must_sync(rd)
         if must_sync and (
             self._slow_sync or not all(type(m) in RESPONSE_TYPES for m in rd.messages)
         ):
             return False
-        try:
-            self._write_ready_now(rd, must_sync)
-        except DataCorruption:
-            raise
-        except StorageError:
+        if self._storage.try_now(partial(self._write_ready_now, rd, must_sync)) is None:
             return False
         self._wrote(rd, must_sync)
         return True

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import trio
+from outcome import Outcome, Value
 
 from storage import DataCorruption, Store
 from wire.errors import StorageError
@@ -73,6 +74,19 @@ class StorageGuard:
                 continue
             self._succeeded(task)
             return result
+
+    def try_now(self, attempt: Callable[[], T]) -> Outcome[T] | None:
+        """One attempt on this thread, for work the raft loop does inline: its result, or
+        None if storage is failing or the attempt fails, for the task to take the work over
+        and retry it through ``write``. Raises ``DataCorruption`` as ``write`` does."""
+        if self._failing:
+            return None
+        try:
+            return Value(attempt())
+        except DataCorruption:
+            raise
+        except StorageError:
+            return None
 
     def _recover(self) -> None:
         self._store.recover()
