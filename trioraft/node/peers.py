@@ -127,7 +127,7 @@ class PeerTransport:
         from the caller's task: the hop to the peer's task would cost a loop turn per
         replication round. Otherwise it waits in the peer's queue, behind the earlier ones.
         """
-        now: dict[int, list[list[bytes]]] = {}
+        now: dict[int, list[Message]] = {}
         for msg in messages:
             if self._drop is not None and self._drop(msg):
                 continue
@@ -139,19 +139,24 @@ class PeerTransport:
                 self.dropped["unknown destination"] += 1
                 continue
             if msg.dst in self._dealers and not queue[0].statistics().current_buffer_used:
-                now.setdefault(msg.dst, []).append(encode(msg, cluster_id=self.cluster_id))
+                now.setdefault(msg.dst, []).append(msg)
                 continue
             try:
                 queue[0].send_nowait(msg)
             except trio.WouldBlock:
                 self.dropped["peer queue full"] += 1
         for dst, batch in now.items():
-            try:
-                unsent = self._dealers[dst].send_many_nowait(batch)
-            except trio.ClosedResourceError:  # removed from the membership meanwhile
-                unsent = len(batch)
-            if unsent:
-                self.dropped["peer unreachable"] += unsent
+            self._send_batch(self._dealers[dst], batch)
+
+    def _send_batch(self, dealer: TrioSocket, batch: list[Message]) -> None:
+        """Encode and send a peer's messages now; what its DEALER cannot take is dropped."""
+        cid = self.cluster_id
+        try:
+            unsent = dealer.send_many_nowait([encode(msg, cluster_id=cid) for msg in batch])
+        except trio.ClosedResourceError:  # removed from the membership, or shutting down
+            unsent = len(batch)
+        if unsent:
+            self.dropped["peer unreachable"] += unsent
 
     def _send_response(self, msg: Message) -> None:
         frames = [node_routing_id(msg.dst), *encode(msg, cluster_id=self.cluster_id)]
@@ -212,10 +217,7 @@ class PeerTransport:
                     batch.append(receive.receive_nowait())
                 except (trio.WouldBlock, trio.EndOfChannel):
                     break
-            cid = self.cluster_id
-            unsent = dealer.send_many_nowait([encode(msg, cluster_id=cid) for msg in batch])
-            if unsent:
-                self.dropped["peer unreachable"] += unsent
+            self._send_batch(dealer, batch)
 
     async def _recv_responses(self, peer_id: int, dealer: TrioSocket) -> None:
         while True:
