@@ -429,6 +429,14 @@ class Node:
         for req in rd.snapshot_requests:
             if self._snapshots is None or not self._snapshots.on_needed(req):
                 self._core.report_snapshot(req.to, False)
+        # A Ready that holds up nothing (a follower's, see Persister.write_now) is written
+        # first, so that its acknowledgements leave before the committed entries are
+        # applied: they do not wait for the apply, which needs nothing from this write.
+        nothing = not rd.entries and rd.hard_state is None and rd.snapshot is None
+        if nothing and not rd.persisted_messages:
+            written = True
+        elif written := self._persister.write_now(rd):
+            self._transport.send(rd.persisted_messages)
         if rd.committed_entries:
             # Already durable here (the core's contract): apply while this Ready persists;
             # at once if the apply task has nothing queued (a loop turn saved).
@@ -440,13 +448,7 @@ class Node:
             self._install_done = trio.Event()
             self._apply_queued += 1
             await self._apply_send.send(InstallRequest(rd.snapshot, self._install_done))
-        no_persist = not rd.entries and rd.hard_state is None and rd.snapshot is None
-        if no_persist and not rd.persisted_messages:
-            self._core.advance(rd)
-            return
-        if self._persister.write_now(rd):  # in this turn, if it holds up nothing
-            assert self._transport is not None
-            self._transport.send(rd.persisted_messages)
+        if written:
             self._core.advance(rd)
             return
         self._persisting = True
