@@ -21,6 +21,7 @@ from cli.bench_cli import bench_app
 from cli.member import leader_app, member_app
 from cli.snapshot import snapshot_app
 from trioraft.config import load_config, parse_peers
+from trioraft.gc_policy import tune_gc
 from wire.errors import ConfigError, TrioraftError
 
 app = typer.Typer(
@@ -103,6 +104,7 @@ def run(
     except TrioraftError as exc:
         fail(str(exc))
         return
+    tune_gc()  # after start-up: the loaded log is frozen with the modules (gc_policy.py)
 
     async def serve() -> None:
         async with trio.open_nursery() as nursery:

@@ -19,6 +19,7 @@ from trioraft.errors import (
     Unavailable,
     WireError,
 )
+from trioraft.gc_policy import tune_gc
 from trioraft.node import LeaderInfo, Node, NodeBuilder
 from wire.client_messages import (
     Compare,
@@ -84,4 +85,5 @@ __all__ = [
     "load_config",
     "open_client",
     "open_embedded_client",
+    "tune_gc",
 ]
