@@ -34,14 +34,13 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from weakref import WeakSet
 
-from rocksdict import ColumnFamily, Options, Rdict, ReadOptions, WriteBatch, WriteOptions
+from rocksdict import Rdict, ReadOptions, WriteBatch, WriteOptions
 
 from storage.base import FORMAT_VERSION, DataCorruption, Identity, KvOp, RaftState
-from storage.lock import LOCK_NAME, already_open, in_use, lock, unlock
+from storage.lock import LOCK_NAME, lock, unlock
 from storage.records import (
     META_APPLIED,
     META_FORMAT,
@@ -59,10 +58,11 @@ from storage.records import (
     index_key,
     key_index,
 )
+from storage.rocks_db import DB_NAME, Handles, one_line, open_db, translate
 from storage.rocks_snapshot import RocksSnapshotMixin
 from storage.rules import check_append, check_identity, check_wanted_identity
 from storage.scan import Scan, prefix_end
-from storage.wal import TornTail, missing_room, readable_log_end, recovery_options, torn_tails
+from storage.wal import TornTail, missing_room
 from wire.errors import StorageError
 from wire.messages import Entry, HardState
 
@@ -70,62 +70,17 @@ __all__ = ["DB_NAME", "LOCK_NAME", "RocksStore", "open_store"]
 
 log = logging.getLogger(__name__)
 
-DB_NAME = "db"
-COLUMN_FAMILIES = ("log", "meta", "kv")
-
-
-def _raw_options() -> Options:
-    return Options(raw_mode=True)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
-
-
-def _translate(path: str, what: str, exc: BaseException) -> StorageError:
-    """Map a rocksdict (or OS) exception to StorageError naming the dir."""
-    text = _one_line(exc)
-    if "lock hold by current process" in text:
-        return already_open(path)
-    if "While lock file" in text:
-        return in_use(path)
-    if text.startswith("Corruption"):
-        return DataCorruption(f"data dir {path}: {what} found corrupt data: {text}")
-    return StorageError(f"data dir {path}: {what} failed: {text}")
-
-
-@dataclass(slots=True)
-class _Handles:
-    """The open DB and its column families (views for reads, handles for batches).
-
-    ``release`` unsets every field: a stale reference (say, a frame kept alive by a
-    traceback) must not keep the views, which keep the RocksDB lock after ``db.close()``.
-    """
-
-    db: Rdict
-    log: Rdict
-    meta: Rdict
-    kv: Rdict
-    log_cf: ColumnFamily
-    meta_cf: ColumnFamily
-    kv_cf: ColumnFamily
-
-    def release(self) -> Rdict:
-        db = self.db
-        del self.db, self.log, self.meta, self.kv, self.log_cf, self.meta_cf, self.kv_cf
-        return db
-
 
 class RocksStore(RocksSnapshotMixin):
     """The durable ``Store`` (and ``SnapshotStore``, see ``storage.rocks_snapshot``). Open
     with ``open_store``; close (or use ``with``) when done."""
 
     def __init__(
-        self, path: str, identity: Identity, handles: _Handles, lock_fd: int, real: str
+        self, path: str, identity: Identity, handles: Handles, lock_fd: int, real: str
     ) -> None:
         self._path = path
         self._identity = identity
-        self._h: _Handles | None = handles
+        self._h: Handles | None = handles
         self._lock_fd = lock_fd
         self._real = real
         self._write_opts = WriteOptions()
@@ -185,7 +140,7 @@ class RocksStore(RocksSnapshotMixin):
         except Exception as exc:
             where = f"after entry {entries[-1].index}" if entries else "from its first entry"
             raise DataCorruption(
-                f"data dir {self._path}: log is unreadable {where} ({_one_line(exc)})"
+                f"data dir {self._path}: log is unreadable {where} ({one_line(exc)})"
             ) from exc
         finally:
             del it
@@ -286,7 +241,7 @@ class RocksStore(RocksSnapshotMixin):
                         raise StorageError(f"data dir {self._path}: {short} to reopen")
                 self._close_db(quiet=True)
             try:
-                self._h, tails = _open_db(self._path, create=False)
+                self._h, tails = open_db(self._path, create=False)
                 self._load_meta(self._identity, create=False)
             except StorageError as exc:
                 self._close_db(quiet=True)
@@ -361,7 +316,7 @@ class RocksStore(RocksSnapshotMixin):
 
     # --- internals ---
 
-    def _live(self) -> _Handles:
+    def _live(self) -> Handles:
         h = self._h
         if h is None:
             raise self._closed_error()
@@ -375,7 +330,7 @@ class RocksStore(RocksSnapshotMixin):
         return StorageError(f"data dir {self._path}: store is closed")
 
     def _error(self, what: str, exc: BaseException) -> StorageError:
-        return _translate(self._path, what, exc)
+        return translate(self._path, what, exc)
 
     def _failed(self, what: str, exc: BaseException) -> StorageError:
         """Record a failed write or sync: later writes wait for ``recover()``."""
@@ -403,7 +358,7 @@ class RocksStore(RocksSnapshotMixin):
         except Exception as exc:
             if not quiet:
                 raise self._error("close", exc) from exc
-            log.debug("data dir %s: close after a failure: %s", self._path, _one_line(exc))
+            log.debug("data dir %s: close after a failure: %s", self._path, one_line(exc))
         finally:
             del db
 
@@ -423,14 +378,14 @@ class RocksStore(RocksSnapshotMixin):
     def _corrupt(self, what: str, exc: CorruptRecord) -> StorageError:
         return DataCorruption(f"data dir {self._path}: {what} is corrupt ({exc})")
 
-    def _read_meta(self, h: _Handles, key: bytes) -> bytes | None:
+    def _read_meta(self, h: Handles, key: bytes) -> bytes | None:
         try:
             value: bytes | None = h.meta.get(key)
         except Exception as exc:
             raise self._error(f"reading {key.decode()}", exc) from exc
         return value
 
-    def _read_hard_state(self, h: _Handles) -> HardState:
+    def _read_hard_state(self, h: Handles) -> HardState:
         value = self._read_meta(h, META_HARD_STATE)
         if value is None:
             return HardState()
@@ -508,7 +463,7 @@ class RocksStore(RocksSnapshotMixin):
             start = self.log_start()
             self._last_index = start.index if start is not None else 0
 
-    def _initialize(self, h: _Handles, identity: Identity, create: bool) -> None:
+    def _initialize(self, h: Handles, identity: Identity, create: bool) -> None:
         if not create:
             raise StorageError(f"data dir {self._path} holds no trioraft data (create=False)")
         log_used = self._edge_key(h.log, last=False) is not None
@@ -526,48 +481,6 @@ class RocksStore(RocksSnapshotMixin):
         except Exception as exc:
             raise self._error("initializing", exc) from exc
         self._identity = identity
-
-
-def _open_db(path: str, create: bool) -> tuple[_Handles, list[TornTail]]:
-    """Open the RocksDB of data dir ``path``; also return the torn WAL tails it dropped."""
-    db_path = os.path.join(path, DB_NAME)
-    exists = os.path.exists(os.path.join(db_path, "CURRENT"))
-    if not exists and not create:
-        raise StorageError(f"data dir {path} holds no trioraft data (no {db_path})")
-    tails = torn_tails(db_path) if exists else []
-    try:
-        names = set(COLUMN_FAMILIES)
-        if exists:  # every existing family must be opened, even ones we do not know
-            names.update(Rdict.list_cf(db_path, _raw_options()))
-        names.discard("default")
-        options = recovery_options(_raw_options())
-        options.create_if_missing(create)
-        options.create_missing_column_families(True)
-        db = Rdict(db_path, options, column_families={n: _raw_options() for n in names})
-    except Exception as exc:
-        error = _translate(path, "opening RocksDB", exc)
-        if isinstance(error, DataCorruption):
-            end = readable_log_end(db_path, "log")
-            where = "" if end is None else f" after log entry {end}"
-            error = DataCorruption(
-                f"data dir {path}: corrupt RocksDB data{where}, refusing to start "
-                f"({_one_line(exc)})"
-            )
-        raise error from exc
-    try:
-        handles = _Handles(
-            db,
-            db.get_column_family("log"),
-            db.get_column_family("meta"),
-            db.get_column_family("kv"),
-            db.get_column_family_handle("log"),
-            db.get_column_family_handle("meta"),
-            db.get_column_family_handle("kv"),
-        )
-    except Exception as exc:
-        db.close()
-        raise _translate(path, "opening column families", exc) from exc
-    return handles, tails
 
 
 def open_store(
@@ -595,7 +508,7 @@ def open_store(
     real = os.path.realpath(path)
     fd = lock(path, real)
     try:
-        handles, tails = _open_db(path, create)
+        handles, tails = open_db(path, create)
     except BaseException:
         unlock(fd, real)
         raise
