@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from api.nodes import cluster
+from harness.inproc import cluster
 from trioraft import (
     CasResult,
     Compacted,

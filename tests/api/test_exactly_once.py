@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import trio
 
-from api.nodes import cluster
+from harness.inproc import cluster
 from trioraft import Timeout, open_client
 from trioraft._client_conn import ZmqConnection
 from wire import client_messages as cm

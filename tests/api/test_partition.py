@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 import trio
 
-from api.nodes import Cluster, cluster
+from harness.inproc import InProcessCluster as Cluster
+from harness.inproc import cluster
 from trioraft import NotLeader, Timeout, TrioraftError, open_client
 from trioraft.client import Client
 

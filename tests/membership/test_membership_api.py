@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from membership.cluster import MemberCluster, member_cluster
+from harness.inproc import InProcessCluster as MemberCluster
+from harness.inproc import cluster as member_cluster
 from trioraft import ChangeInProgress, ConfigError, InvalidRequest, NodeBuilder, open_client
 from trioraft.core import Role
 from wire import member_messages as mm
@@ -76,9 +77,21 @@ async def test_two_concurrent_changes_one_wins_the_other_gets_a_clear_error() ->
                 except ChangeInProgress as exc:
                     outcomes[k] = exc
 
+            # Both followers cut off: the first change is appended but cannot commit, so
+            # the second meets it in progress (without the cut the first could commit
+            # before the second arrives, and both would win, one after the other).
+            leader = c.leader_id()
+            assert leader is not None
+            followers = [i for i in c.running() if i != leader]
+            for f in followers:
+                c.isolate(f)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(change, 0)
-                nursery.start_soon(change, 1)
+                while 4 not in c.nodes[leader]._core.membership.conf.learners:
+                    await trio.sleep(0.005)
+                await change(1)
+                for f in followers:
+                    c.isolate(f, cut=False)
             won = [o for o in outcomes if isinstance(o, mm.ClusterMembership)]
             lost = [o for o in outcomes if isinstance(o, ChangeInProgress)]
             assert len(won) == 1 and len(lost) == 1, outcomes

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 import trio
-from api.nodes import cluster
 
+from harness.inproc import cluster
 from trioraft import Busy, Timeout, open_client
 from trioraft.node import node as node_module
 from wire import client_messages as cm

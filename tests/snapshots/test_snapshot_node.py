@@ -1,17 +1,30 @@
 """Snapshots in running nodes: policy, compaction, catch-up by transfer, resume, bad
-chunks, restart from a snapshot. In-process nodes on RocksDB (``snapnodes``); timeouts
+chunks, restart from a snapshot. In-process nodes on RocksDB (``harness.inproc``); timeouts
 are safety nets, never assertions about speed."""
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import trio
 
+from harness.inproc import InProcessCluster
+from harness.inproc import cluster as inproc_cluster
 from trioraft import open_client
 from wire.messages import SnapshotChunk
 
-from .snapnodes import cluster
+# snapshots every 50 entries, nothing kept behind them, small chunks: transfers happen
+SMALL = {
+    "snapshot_entries": 50,
+    "snapshot_catchup_entries": 0,
+    "snapshot_chunk_bytes": 64 << 10,
+    "snapshot_window": 4,
+}
+
+
+def cluster(root: Path, n: int) -> AbstractAsyncContextManager[InProcessCluster]:
+    return inproc_cluster(n, data_root=root, **SMALL)
 
 
 async def write_many(client: object, n: int, prefix: str = "k", size: int = 100) -> None:

@@ -1,6 +1,12 @@
-"""In-process clusters whose membership changes: real ``Node``s, real ZeroMQ on 127.0.0.1
-free ports, in-memory stores. Initial nodes bootstrap from ``--peers``; later nodes join
-through the client API (``join_cluster``), as ``trioraft run --join`` does."""
+"""In-process clusters: real ``Node``s in the test's trio run, real ZeroMQ on 127.0.0.1
+free ports; in-memory stores, or RocksDB data dirs under ``data_root``.
+
+``initial`` nodes bootstrap from their ``peers``; ``spare`` more have ports reserved and
+can ``join`` through the client API, as ``trioraft run --join`` does. ``stop`` cancels a
+node; ``start`` brings it back on its store (a memory store keeps what it had synced:
+``MemoryStore.reopen``). The Jepsen-style and kill -9 suites use real processes instead
+(``harness.cluster``).
+"""
 
 from __future__ import annotations
 
@@ -16,27 +22,23 @@ from storage import Identity, MemoryStore
 from trioraft import NodeBuilder, NodeConfig
 from trioraft.node import Node
 from trioraft.node.bootstrap import join_cluster
+from trioraft.node.snapshots import SnapshotService
 
 
-class MemberCluster:
-    """``data_root``: RocksDB stores under it (snapshots work), else in-memory stores."""
-
+class InProcessCluster:
     def __init__(
         self,
         nursery: trio.Nursery,
         initial: int,
-        spare: int,
+        spare: int = 0,
         data_root: Path | None = None,
         **settings: Any,
     ):
         self._nursery = nursery
         ports = free_ports(2 * (initial + spare))
-        self.peer_addrs = {
-            i + 1: f"tcp://127.0.0.1:{ports[2 * i + 1]}" for i in range(len(ports) // 2)
-        }
-        self.client_addrs = {
-            i + 1: f"tcp://127.0.0.1:{ports[2 * i]}" for i in range(len(ports) // 2)
-        }
+        ids = range(1, initial + spare + 1)
+        self.peer_addrs = {i: f"tcp://127.0.0.1:{ports[2 * i - 1]}" for i in ids}
+        self.client_addrs = {i: f"tcp://127.0.0.1:{ports[2 * i - 2]}" for i in ids}
         initial_peers = {i: self.peer_addrs[i] for i in range(1, initial + 1)}
         settings.setdefault("tick_ms", 20)
         self.settings = settings
@@ -57,9 +59,12 @@ class MemberCluster:
         self._scopes: dict[int, trio.CancelScope] = {}
         self._stopped: dict[int, trio.Event] = {}
 
+    # --- who is where -----------------------------------------------------------------
+
     @property
     def endpoints(self) -> list[str]:
-        return [self.client_addrs[i] for i in sorted(self.running())]
+        """Client endpoints of the running nodes."""
+        return [self.client_addrs[i] for i in self.running()]
 
     def endpoint(self, node_id: int) -> str:
         return self.client_addrs[node_id]
@@ -68,8 +73,13 @@ class MemberCluster:
         root = self.data_root
         return str(root / f"node{node_id}") if root is not None else "./unused"
 
+    def is_running(self, node_id: int) -> bool:
+        return node_id in self._stopped and not self._stopped[node_id].is_set()
+
     def running(self) -> list[int]:
-        return [i for i in self.nodes if not self._stopped[i].is_set()]
+        return [i for i in sorted(self.nodes) if self.is_running(i)]
+
+    # --- starting and stopping --------------------------------------------------------
 
     async def start(self, node_id: int) -> Node:
         """Start (or restart, on its store) an initial node or a node that joined."""
@@ -125,15 +135,19 @@ class MemberCluster:
         await self._stopped[node_id].wait()
 
     def isolate(self, node_id: int, cut: bool = True) -> None:
+        """Cut ``node_id`` off from its peers (both directions), or heal it."""
         transport = self.nodes[node_id]._transport
         assert transport is not None
         transport.set_drop_filter((lambda _m: True) if cut else None)
 
+    # --- what they see ----------------------------------------------------------------
+
     def leader_id(self) -> int | None:
+        """The leader of the highest term, as the running nodes see it."""
         leaders = [
             (n._core.status.term, i)
             for i, n in self.nodes.items()
-            if not self._stopped[i].is_set() and n._core.status.role.name == "LEADER"
+            if self.is_running(i) and n._core.status.role.name == "LEADER"
         ]
         return max(leaders)[1] if leaders else None
 
@@ -148,16 +162,27 @@ class MemberCluster:
         while self.nodes[node_id]._sm.applied < index:
             await trio.sleep(0.01)
 
+    async def wait_compacted(self, node_id: int, index: int) -> None:
+        """Until the node's log starts after ``index`` (a snapshot covers it)."""
+        while self.nodes[node_id]._core.log_start[0] < index:
+            await trio.sleep(0.01)
+
     def voters(self, node_id: int) -> tuple[int, ...]:
         return self.nodes[node_id]._core.committed_membership()[1].conf.voters
 
+    def snaps(self, node_id: int) -> SnapshotService:
+        service = self.nodes[node_id]._snapshots
+        assert service is not None
+        return service
+
 
 @asynccontextmanager
-async def member_cluster(
-    initial: int = 3, spare: int = 2, data_root: Path | None = None, **settings: Any
-) -> AsyncIterator[MemberCluster]:
+async def cluster(
+    initial: int = 3, spare: int = 0, data_root: Path | None = None, **settings: Any
+) -> AsyncIterator[InProcessCluster]:
+    """Start ``initial`` nodes; cancel them all on the way out."""
     async with trio.open_nursery() as nursery:
-        c = MemberCluster(nursery, initial, spare, data_root, **settings)
+        c = InProcessCluster(nursery, initial, spare, data_root, **settings)
         for node_id in sorted(c.cfgs):
             await c.start(node_id)
         yield c
