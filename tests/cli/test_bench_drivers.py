@@ -1,5 +1,7 @@
-"""The fast bench driver (cli/bench_fast.py): its retries against a scripted fake node, and
-exact counts and written data against a real 3-node cluster."""
+"""The light bench drivers, fast (cli/bench_fast.py) and C (cli/bench_c.py running
+cli/cdriver/trioraft_load.c): their retries against a scripted fake node, and exact counts
+and written data against a real 3-node cluster. Each test runs once per driver; the C
+ones are skipped where no C compiler is found."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import pytest
 import trio
 import zmq
 
-from cli import bench_fast
+from cli import bench_c, bench_fast
 from cli.bench import BenchSpec
 from cli.bench_fast import run_fast_worker
 from harness.cluster import ProcessCluster, process_cluster
@@ -78,8 +80,18 @@ def error(exc: Exception, leader_id: int = 0) -> cm.ErrorReply:
     return cm.ErrorReply(type(exc).code, str(exc), leader_id)  # type: ignore[attr-defined]
 
 
-def run(nodes: list[FakeNode], workload: str = "put", **kw: Any) -> dict[str, Any]:
-    """One fast worker with one loop against the fake nodes: its final report."""
+@pytest.fixture(params=["fast", "c"])
+def driver(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    if name == "c":
+        if bench_c.compiler() is None:
+            pytest.skip("no C compiler (cc, gcc or clang): the C driver cannot be built")
+        bench_c.build()  # once (cached by the source's hash), before the timed runs
+    return name
+
+
+def run(driver: str, nodes: list[FakeNode], workload: str = "put", **kw: Any) -> dict[str, Any]:
+    """One worker of ``driver`` with one loop against the fake nodes: its final report."""
     spec = BenchSpec(
         **{
             "workload": workload,
@@ -92,6 +104,7 @@ def run(nodes: list[FakeNode], workload: str = "put", **kw: Any) -> dict[str, An
             "value_size": 8,
             "key_space": 10,
             "consistency": "linearizable",
+            "driver": driver,
             **kw,
         }
     )
@@ -101,62 +114,65 @@ def run(nodes: list[FakeNode], workload: str = "put", **kw: Any) -> dict[str, An
         now = time.monotonic()
         return {"start_at": now, "measure_at": now, "until": 0}
 
-    run_fast_worker(spec, reports.append, go)
+    worker = bench_c.run_c_worker if driver == "c" else run_fast_worker
+    worker(spec, reports.append, go)
     assert reports[0] == {"ready": True}
     final = reports[-1]
     assert final["final"] and sum(final["hist"].values()) == final["ops"]
     return final
 
 
-def test_busy_and_not_leader_are_retried_with_the_same_session_seq() -> None:
+def test_busy_and_not_leader_are_retried_with_the_same_session_seq(driver: str) -> None:
     script = [error(Busy("shed")), error(NotLeader("no", leader_id=1))]
     with FakeNode(lambda req, n: script[n] if n < len(script) else cm.WriteReply(n, False)) as node:
-        final = run([node])
+        final = run(driver, [node])
     assert final["ops"] == 3 and final["errors"] == {}
     puts = node.requests
     assert len(puts) == 5  # two retries, not successes
     assert [(p.session_id, p.seq) for p in puts] == [(100, 1)] * 3 + [(100, 2), (100, 3)]
     assert puts[0] == cm.PutRequest(puts[0].key, b"v" * 8, 100, 1)  # hand-built, decodes
+    assert puts[0].key.startswith(b"bench/") and len(puts[0].key) == 14
     assert {h[2:4] for h in node.headers} == {(bench_fast.PUT, CLUSTER_ID)}  # id: from status
 
 
 def test_a_put_without_session_whose_reply_is_lost_is_an_error(
-    monkeypatch: pytest.MonkeyPatch,
+    driver: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(bench_fast, "ATTEMPT_TIMEOUT", 0.2)
+    monkeypatch.setattr(bench_fast, "ATTEMPT_TIMEOUT", 0.2)  # the C program gets it too
     with FakeNode(lambda req, n: None if n == 0 else cm.WriteReply(n, False)) as node:
-        final = run([node], ops=2, sessions=False)
+        final = run(driver, [node], ops=2, sessions=False)
     assert final["ops"] == 2 and final["errors"] == {"Timeout": 1}
     assert len(node.requests) == 3  # not retried: a new operation instead
     assert {(p.session_id, p.seq) for p in node.requests} == {(0, 0)}
 
 
 def test_an_operation_gives_up_after_its_deadline_naming_the_last_error(
-    monkeypatch: pytest.MonkeyPatch,
+    driver: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(bench_fast, "OP_TIMEOUT", 0.3)
-    start = time.monotonic()
+    first: list[float] = []  # when the first put came: Busy for 0.5 s from then
 
     def answer(req: Any, n: int) -> Any:
-        return error(Busy("shed")) if time.monotonic() < start + 0.5 else cm.WriteReply(n, False)
+        first.append(time.monotonic())
+        return error(Busy("shed")) if first[-1] < first[0] + 0.5 else cm.WriteReply(n, False)
 
     with FakeNode(answer) as node:
-        final = run([node], ops=1)
+        final = run(driver, [node], ops=1)
     assert final["ops"] == 1 and final["errors"] == {"Timeout(Busy)": 1}
     assert len(node.requests) > 3
 
 
-def test_eventual_gets_move_to_the_next_node_and_count_misses() -> None:
+def test_eventual_gets_move_to_the_next_node_and_count_misses(driver: str) -> None:
     kv = cm.KeyValue(b"k", b"v", 1, 1, 1)
     with (
         FakeNode(lambda req, n: error(Unavailable("down"))) as down,
         FakeNode(lambda req, n: cm.GetReply(None if n == 0 else kv, 5)) as up,
     ):
-        final = run([down, up], "get", consistency="eventual")
+        final = run(driver, [down, up], "get", consistency="eventual")
     assert final["ops"] == 3 and final["errors"] == {}
     assert final["extra"] == {"misses": 1}
     assert len(down.requests) == 1 and len(up.requests) == 3
-    assert up.requests[0].consistency == cm.Consistency.EVENTUAL
+    assert up.requests[0] == cm.GetRequest(up.requests[0].key, cm.Consistency.EVENTUAL)
 
 
 def test_fast_driver_refuses_other_workloads_in_one_line() -> None:
@@ -174,7 +190,7 @@ def test_fast_driver_refuses_other_workloads_in_one_line() -> None:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProcessCluster]:
-    with process_cluster(tmp_path_factory.mktemp("bench-fast"), size=3) as c:
+    with process_cluster(tmp_path_factory.mktemp("bench-drivers"), size=3) as c:
         yield c
 
 
@@ -208,13 +224,19 @@ def read_prefix(cluster: ProcessCluster, prefix: str) -> dict[bytes, bytes]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(
-    ("driver", "sessions", "size"),
-    [("fast", "--sessions", 33), ("fast", "--no-sessions", 47), ("client", "--no-sessions", 21)],
-)
+@pytest.mark.parametrize(("sessions", "size"), [("--sessions", 33), ("--no-sessions", 47)])
 def test_puts_write_every_key_once(
     cluster: ProcessCluster, driver: str, sessions: str, size: int
 ) -> None:
+    put_every_key_once(cluster, driver, sessions, size)
+
+
+@pytest.mark.integration
+def test_puts_through_the_client_library_write_every_key_once(cluster: ProcessCluster) -> None:
+    put_every_key_once(cluster, "client", "--no-sessions", 21)
+
+
+def put_every_key_once(cluster: ProcessCluster, driver: str, sessions: str, size: int) -> None:
     before = leader_applied(cluster)
     summary = bench(
         cluster, "put", "--driver", driver, sessions, "--ops", "300", "--key-space", "20",
@@ -222,6 +244,7 @@ def test_puts_write_every_key_once(
     )  # fmt: skip
     assert (summary["workload"], summary["driver"]) == ("put", driver)
     assert summary["ops"] == 300 and summary["procs"] == 2
+    assert summary["ops_per_sec"] > 0 and summary["p50_ms"] <= summary["p99_ms"]
     # 300 puts on 20 keys miss one with a chance of 2e-7
     values = read_prefix(cluster, "bench/")
     assert sorted(values) == [f"bench/{i:08d}".encode() for i in range(20)]
@@ -232,8 +255,13 @@ def test_puts_write_every_key_once(
 
 @pytest.mark.integration
 @pytest.mark.parametrize("level", ["linearizable", "lease", "eventual"])
-def test_gets_at_each_level_find_every_key(cluster: ProcessCluster, level: str) -> None:
-    summary = bench(cluster, "get", "--consistency", level, "--ops", "200", "--key-space", "30")
-    assert (summary["workload"], summary["driver"]) == (f"get/{level}", "fast")
+def test_gets_at_each_level_find_every_key(
+    cluster: ProcessCluster, driver: str, level: str
+) -> None:
+    summary = bench(
+        cluster, "get", "--driver", driver, "--consistency", level, "--ops", "200",
+        "--key-space", "30",
+    )  # fmt: skip
+    assert (summary["workload"], summary["driver"]) == (f"get/{level}", driver)
     assert summary["ops"] == 200
     assert summary["extra"].get("misses", 0) == 0
