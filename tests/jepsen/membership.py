@@ -6,7 +6,10 @@ uses only the nodes the run started, so every address stays the one its proxies 
 
 - ``demote-follower`` / ``demote-leader``: a voter becomes a learner (a joint change; the
   leader hands over and steps down when it demotes itself). Only while every original
-  voter votes, and one node at a time, so a majority of them always votes.
+  voter votes, and one node at a time, so a majority of them always votes. A demotion
+  whose answer was lost may still land later (a paused leader acts on it when it
+  resumes), so until the membership shows that node demoted, or ``LOST_DEMOTION_S`` have
+  passed, it counts as one in progress: no other demotion can land on top of it.
 - ``promote``: a demoted node becomes a voter again, 2-8 s after its demotion (not a
   variant: it always follows a demotion).
 - ``transfer``: leadership to a voter the seed picks (also what a step does while a node
@@ -46,6 +49,9 @@ from trioraft.errors import (
 from wire import member_messages as mm
 
 VARIANTS = ("demote-follower", "demote-leader", "transfer")
+# how long a demotion whose answer was lost may still land: longer than any fault window
+# that can hold a request (a paused leader, nemesis.schedule's windows last 3-7 s)
+LOST_DEMOTION_S = 15.0
 # errors that prove the request changed nothing
 REFUSED = (ChangeInProgress, InvalidRequest, NotLeader, Busy, ProposalDropped)
 
@@ -84,6 +90,7 @@ class MembershipNemesis:
         self.pause = pause
         self.hold = hold
         self.promote_after: dict[int, float] = {}  # demoted node -> earliest promotion
+        self.lost_demotions: dict[int, float] = {}  # node -> when its demotion's answer was lost
         # changes that completed, for the run's report (the fault list of the run: shared)
         self.applied: list[str] = [] if applied is None else applied
         self.outcomes: Counter[str] = Counter()  # "<action> <ok|refused|unknown>"
@@ -120,12 +127,16 @@ class MembershipNemesis:
         m, leader = meta.membership, meta.leader_id
         demoted = [n for n in self.voters if n not in m.voters]
         now = trio.current_time()
+        for n, since in list(self.lost_demotions.items()):
+            if n in demoted or now - since >= LOST_DEMOTION_S:
+                del self.lost_demotions[n]  # it landed (the usual course now), or never will
         due = [n for n in demoted if now >= self.promote_after.get(n, 0.0)]
         if due:
             await self.change("promote", mm.MemberChange.promote(due[0]))
             return
         action = self.rng.choice(self.variants)
-        if action == "transfer" or demoted:  # one demotion at a time: transfer meanwhile
+        if action == "transfer" or demoted or self.lost_demotions:
+            # one demotion at a time (a lost one may still land): transfer meanwhile
             targets = [n for n in m.voters if n != leader]
             if targets:
                 await self.transfer(self.rng.choice(targets))
@@ -149,6 +160,8 @@ class MembershipNemesis:
         try:
             got = await self.admin.update_cluster_conf([change], timeout=5)
         except TrioraftError as exc:
+            if action.startswith("demote") and not isinstance(exc, REFUSED):
+                self.lost_demotions[change.node_id] = trio.current_time()  # may still land
             return self._failed(op, desc, exc)
         op.ok, op.output, op.return_ns = True, _conf(got), now_ns()
         self.history.add(op)

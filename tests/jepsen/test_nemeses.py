@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+import trio
+
 from jepsen.history import UNKNOWN, History
-from jepsen.membership import MembershipNemesis
+from jepsen.membership import LOST_DEMOTION_S, MembershipNemesis
 from jepsen.snapshots import LogTail, SnapshotFaults, Window
 from wire import member_messages as mm
+from wire.errors import Timeout
 
 
 class _Cluster:
@@ -75,3 +79,48 @@ def test_membership_check() -> None:
     assert nemesis.check().valid is True
     nemesis.seen.append(_membership(9, [1], [2, 3]))  # below a majority of the voters
     assert nemesis.check().valid is False
+
+
+class _Admin:
+    """A cluster whose committed membership stays [1, 2, 3] while its leader, node 1, is
+    paused: every change times out (it may land later, as a paused leader's do)."""
+
+    def __init__(self) -> None:
+        self.changes: list[int] = []
+        self.transfers: list[int] = []
+
+    async def cluster_metadata(self, timeout: float) -> mm.ClusterMetadata:
+        m = _membership(7, [1, 2, 3], [])
+        return mm.ClusterMetadata(1, 1, 1, "", 2, 7, 7, 7, m, [])
+
+    async def update_cluster_conf(
+        self, changes: list[mm.MemberChange], timeout: float
+    ) -> mm.ClusterMembership:
+        self.changes.append(changes[0].node_id)
+        raise Timeout("no answer; the request may have been applied")
+
+    async def transfer_leader(self, target: int, timeout: float) -> mm.TransferLeaderReply:
+        self.transfers.append(target)
+        raise Timeout("no answer")
+
+
+async def test_a_demotion_whose_answer_was_lost_blocks_the_next_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Soak seed 7000: 'demote 3' timed out at a paused leader, the nemesis read [1, 2, 3]
+    and demoted 2, and the leader, resumed, applied both: one voter left."""
+    admin = _Admin()
+    nemesis = MembershipNemesis(admin, History(), 1, [1, 2, 3], ("demote-follower",))  # type: ignore[arg-type]
+    await nemesis.step()
+    assert len(admin.changes) == 1  # the first demotion: its answer is lost
+    lost = admin.changes[0]
+    assert set(nemesis.lost_demotions) == {lost}
+    assert [op.ok for op in nemesis.history.ops] == [UNKNOWN]
+    for _ in range(5):
+        await nemesis.step()
+    assert len(admin.changes) == 1  # no second demotion while the first may still land
+    assert len(admin.transfers) == 5
+    now = trio.current_time()
+    monkeypatch.setattr(trio, "current_time", lambda: now + LOST_DEMOTION_S)
+    await nemesis.step()  # long enough: it will not land any more
+    assert len(admin.changes) == 2 and not set(nemesis.lost_demotions) - {admin.changes[1]}
