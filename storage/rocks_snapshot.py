@@ -7,8 +7,11 @@ the contract and docs/snapshots.md for the reasoning.
   WAL), opened read-only. ``Rdict.snapshot()`` would be cheaper, but rocksdict 0.3.29's
   iterators on a column family's snapshot ignore the snapshot (they see later writes), so
   they cannot be trusted for a consistent copy. A checkpoint is consistent across column
-  families: its applied index and its kv data belong together. ``create_checkpoint``
-  releases the GIL while it flushes and links.
+  families: its applied index and its kv data belong together. ``open_view`` flushes each
+  column family first: rocksdict's ``flush`` releases the GIL, its ``create_checkpoint``
+  does not, and the memtable flush it would otherwise do stalled the node's event loop for
+  40-150 ms per snapshot (docs/performance.md); what the checkpoint still flushes is what
+  arrived meanwhile.
 - **Installs** replace the ``kv`` family in three steps. ``begin_install`` writes a durable
   marker; ``replace_kv`` deletes the old key range and ingests one SST file built from the
   snapshot (``SstFileWriter``, keys in order; ingestion moves the file in, so a 100 MB
@@ -199,6 +202,8 @@ class RocksSnapshotMixin:
         path = os.path.join(scratch_dir, f".checkpoint-{uuid.uuid4().hex[:12]}")
         try:
             os.makedirs(scratch_dir, exist_ok=True)
+            for family in (h.log, h.meta, h.kv):
+                family.flush()  # without the GIL (create_checkpoint would flush with it)
             Checkpoint(h.db).create_checkpoint(path)
         except Exception as exc:
             shutil.rmtree(path, ignore_errors=True)
