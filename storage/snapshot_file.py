@@ -119,20 +119,25 @@ def write_snapshot(
     with open(path, "wb") as stream:
         out = _HashingWriter(stream)
         out.write(MAGIC + _U16.pack(VERSION) + _U32.pack(len(head)) + head)
+        # The per-record loop is the writer's whole cost (a node's state can be millions of
+        # records, and the writer shares the node's GIL): locals, no dict updates per record,
+        # and each record's CBOR built by hand (``_record``).
+        write, pack = out.write, _U32.pack
+        records = data_bytes = 0
         previous: bytes | None = None
         for key, value in items:
             if previous is not None and key <= previous:
                 raise ValueError(f"snapshot keys out of order: {key!r:.40} after {previous!r:.40}")
             previous = key
-            record = cbor2.dumps([key, value])
-            out.write(_U32.pack(len(record)) + record)
-            counts["records"] += 1
-            counts["data_bytes"] += len(key) + len(value)
-            kind = classify(key) if classify is not None else None
-            if kind is not None:
+            record = _record(key, value)
+            write(pack(len(record)) + record)
+            records += 1
+            data_bytes += len(key) + len(value)
+            if classify is not None and (kind := classify(key)) is not None:
                 counts[kind] = counts.get(kind, 0) + 1
-            if progress is not None and counts["records"] % 1024 == 0:
+            if progress is not None and records % 1024 == 0:
                 progress(out.size)
+        counts["records"], counts["data_bytes"] = records, data_bytes
         footer = cbor2.dumps(counts)
         out.write(_U32.pack(0) + footer + _U32.pack(len(footer)))
         out.flush()
@@ -141,6 +146,27 @@ def write_snapshot(
         stream.flush()
         os.fsync(stream.fileno())
     return SnapshotInfo(header, counts, out.size + SHA_BYTES, digest)
+
+
+_BSTR_SMALL: Final = tuple(bytes((0x40 | n,)) for n in range(24))
+
+
+def _bstr_head(n: int) -> bytes:
+    """The CBOR head of a byte string of length ``n``, shortest form (as ``cbor2.dumps``)."""
+    if n < 24:
+        return _BSTR_SMALL[n]
+    if n < 0x100:
+        return bytes((0x58, n))
+    if n < 0x10000:
+        return b"\x59" + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return b"\x5a" + n.to_bytes(4, "big")
+    return b"\x5b" + n.to_bytes(8, "big")
+
+
+def _record(key: bytes, value: bytes) -> bytes:
+    """``cbor2.dumps([key, value])``, byte for byte, in half the time."""
+    return b"".join((b"\x82", _bstr_head(len(key)), key, _bstr_head(len(value)), value))
 
 
 def _corrupt(path: str, what: str) -> SnapshotCorrupt:

@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import cbor2
 import pytest
 
 from storage import Identity, MemoryStore, open_store
@@ -16,6 +17,8 @@ from storage.snapshot_dir import SnapshotDir
 from storage.snapshot_file import (
     SnapshotCorrupt,
     SnapshotHeader,
+    _bstr_head,
+    _record,
     file_sha256,
     iter_items,
     read_info,
@@ -65,6 +68,17 @@ def test_file_roundtrip_with_counts(tmp_path: Path) -> None:
     digest, trailer = file_sha256(path)
     assert digest == trailer == info.sha256
     assert info.header.meta == SnapshotMeta(42, 3, (1, 2, 3))
+
+
+@pytest.mark.parametrize("klen", [0, 1, 23, 24, 255, 256, 65535, 65536])
+def test_records_are_encoded_as_cbor2_would(klen: int) -> None:
+    """The writer builds each record's CBOR by hand; the format is cbor2's, byte for byte."""
+    for vlen in (0, 1, 23, 24, 255, 256, 65535, 65536, 70000):
+        key, value = b"k" * klen, bytes(range(256)) * (vlen // 256) + b"v" * (vlen % 256)
+        assert _record(key, value) == cbor2.dumps([key, value]), (klen, vlen)
+    # beyond what a test can allocate: the 4- and 8-byte length forms of RFC 8949
+    assert _bstr_head(0xFFFFFFFF) == b"\x5a\xff\xff\xff\xff"
+    assert _bstr_head(1 << 32) == b"\x5b" + (1 << 32).to_bytes(8, "big")
 
 
 def test_empty_state_is_a_valid_snapshot(tmp_path: Path) -> None:
