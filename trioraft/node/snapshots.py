@@ -175,6 +175,7 @@ class SnapshotService:
         self._events = events
         self._send = send
         self._lock = trio.Lock()  # building vs installing
+        self._building = 0  # builds under way, compaction and pruning included
         self._wake = trio.Event()
         self._senders: dict[int, Sender] = {}  # transfers streaming now, by follower
         self._sending: set[int] = set()  # followers with a transfer task (maybe building)
@@ -222,6 +223,12 @@ class SnapshotService:
         self.sdir.ensure()
         self.sdir.remove_leftovers()
 
+    @property
+    def busy(self) -> bool:
+        """A snapshot is being built (or the log compacted and old files pruned after
+        it) or installed, or one is due."""
+        return bool(self._building) or self._lock.locked() or self._due()
+
     def _due(self) -> bool:
         cfg = self.config
         return (
@@ -239,6 +246,13 @@ class SnapshotService:
     async def build(self) -> SnapshotRef:
         """Snapshot the applied state now (or return the newest if it is already that
         state), then compact and prune. Raises ``StorageError``."""
+        self._building += 1
+        try:
+            return await self._build()
+        finally:
+            self._building -= 1
+
+    async def _build(self) -> SnapshotRef:
         async with self._lock:
             started = time.monotonic()
             view = await trio.to_thread.run_sync(self.store.open_view, self.sdir.path)
