@@ -25,7 +25,7 @@ from harness.cluster import ProcessCluster, process_cluster
 from trioraft.client import open_client
 from wire import client_messages as cm
 from wire.codec import decode, encode
-from wire.errors import Busy, NotLeader, Unavailable
+from wire.errors import Busy, NotLeader, SessionExpired, Unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_ID = 7
@@ -43,6 +43,7 @@ class FakeNode:
         self.sock = self.ctx.socket(zmq.ROUTER)
         self.endpoint = f"tcp://127.0.0.1:{self.sock.bind_to_random_port('tcp://127.0.0.1')}"
         self.requests: list[Any] = []  # the requests answered by `answer`, in order
+        self.sessions = 0  # registered so far; they get ids 100, 101, ...
         self.headers: list[tuple[int, ...]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -57,7 +58,8 @@ class FakeNode:
             if isinstance(msg, cm.StatusRequest):
                 reply: Any = cm.StatusReply(1, CLUSTER_ID, cm.Role.LEADER, 1, 1, 0, 0, 0)
             elif isinstance(msg, cm.SessionRequest):
-                reply = cm.SessionReply(100, 3_600_000)
+                reply = cm.SessionReply(100 + self.sessions, 3_600_000)
+                self.sessions += 1
             else:
                 self.headers.append(bench_fast.HEADER.unpack(header))
                 self.requests.append(msg)
@@ -133,6 +135,35 @@ def test_busy_and_not_leader_are_retried_with_the_same_session_seq(driver: str) 
     assert puts[0] == cm.PutRequest(puts[0].key, b"v" * 8, 100, 1)  # hand-built, decodes
     assert puts[0].key.startswith(b"bench/") and len(puts[0].key) == 14
     assert {h[2:4] for h in node.headers} == {(bench_fast.PUT, CLUSTER_ID)}  # id: from status
+
+
+def test_an_expired_session_is_registered_again_and_the_put_resent(driver: str) -> None:
+    expired = error(SessionExpired("session 100 is unknown or expired"))
+    with FakeNode(lambda req, n: expired if n == 0 else cm.WriteReply(n, False)) as node:
+        final = run(driver, [node])
+    assert final["ops"] == 3 and final["errors"] == {}
+    assert node.sessions == 2  # the one the worker starts with, and its replacement
+    assert [(p.session_id, p.seq) for p in node.requests] == [
+        (100, 1),
+        (101, 1),
+        (101, 2),
+        (101, 3),
+    ]
+    assert node.requests[0].key == node.requests[1].key  # the same put, under the new session
+
+
+def test_a_session_that_expires_in_a_retry_is_an_error(
+    driver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first attempt got no answer (it may have applied): a new session could apply
+    the put twice, so the operation fails instead."""
+    monkeypatch.setattr(bench_fast, "ATTEMPT_TIMEOUT", 0.2)  # the C program gets it too
+    expired = error(SessionExpired("session 100 is unknown or expired"))
+    script: list[Any] = [None, expired]
+    with FakeNode(lambda req, n: script[n] if n < 2 else cm.WriteReply(n, False)) as node:
+        final = run(driver, [node], ops=2)
+    assert final["ops"] == 2 and final["errors"] == {"Timeout": 1}
+    assert node.sessions == 1
 
 
 def test_a_put_without_session_whose_reply_is_lost_is_an_error(
