@@ -33,7 +33,6 @@ from rocksdict import (
     AccessType,
     Checkpoint,
     IngestExternalFileOptions,
-    Options,
     Rdict,
     SstFileWriter,
     WriteBatch,
@@ -50,6 +49,7 @@ from storage.records import (
     encode_int,
     index_key,
 )
+from storage.rocks_db import raw_options
 from storage.snapshot_records import (
     META_INSTALLING,
     META_LOG_START,
@@ -105,10 +105,6 @@ class RocksView:
             db.close()
             del db
         shutil.rmtree(self.path, ignore_errors=True)
-
-
-def _raw() -> Options:
-    return Options(raw_mode=True)
 
 
 class _Rocks(Protocol):
@@ -209,11 +205,11 @@ class RocksSnapshotMixin:
             shutil.rmtree(path, ignore_errors=True)
             raise self._error("creating a checkpoint", exc) from exc
         try:
-            names = [n for n in Rdict.list_cf(path, _raw()) if n != "default"]
+            names = [n for n in Rdict.list_cf(path, raw_options()) if n != "default"]
             db = Rdict(
                 path,
-                _raw(),
-                column_families={n: _raw() for n in names},
+                raw_options(),
+                column_families={n: raw_options() for n in names},
                 access_type=AccessType.read_only(),
             )
         except Exception as exc:
@@ -247,7 +243,7 @@ class RocksSnapshotMixin:
         try:
             if os.path.exists(sst):
                 os.remove(sst)
-            writer = SstFileWriter(options=_raw())
+            writer = SstFileWriter(options=raw_options())
             writer.open(sst)
             for key, value in items:
                 writer[key] = value

@@ -8,13 +8,12 @@ from __future__ import annotations
 import pytest
 import trio
 
-from harness.inproc import InProcessCluster as Cluster
-from harness.inproc import cluster
+from harness.inproc import InProcessCluster, cluster
 from trioraft import NotLeader, Timeout, TrioraftError, open_client
 from trioraft.client import Client
 
 
-async def partition_and_overwrite(c: Cluster, client: Client) -> tuple[int, int, int]:
+async def partition_and_overwrite(c: InProcessCluster, client: Client) -> tuple[int, int, int]:
     """Write v1, cut the leader off, write v2 through the new leader; return
     (old leader, revision of v1, revision of v2)."""
     old = await c.wait_leader()

@@ -21,7 +21,7 @@ from harness.cluster import free_ports
 from storage import Identity, MemoryStore
 from trioraft import NodeBuilder, NodeConfig
 from trioraft.node import Node
-from trioraft.node.bootstrap import join_cluster
+from trioraft.node.bootstrap import JoinResult, join_cluster
 from trioraft.node.snapshots import SnapshotService
 
 
@@ -84,15 +84,7 @@ class InProcessCluster:
     async def start(self, node_id: int) -> Node:
         """Start (or restart, on its store) an initial node or a node that joined."""
         cfg = self.cfgs[node_id]
-        if self.data_root is not None:
-            return await self._run(NodeBuilder(cfg).with_seed(node_id).start())
-        store = self.stores.get(node_id)
-        if store is None:
-            store = self.stores[node_id] = MemoryStore(Identity(cfg.cluster_id, node_id))
-        else:
-            store = self.stores[node_id] = store.reopen()
-        node = NodeBuilder(cfg).with_store(store).with_seed(node_id).start()
-        return await self._run(node)
+        return await self._run(self._build(cfg, self._store(node_id, cfg.cluster_id)))
 
     async def join(
         self, node_id: int, *, as_voter: bool = True, via: list[str] | None = None
@@ -109,12 +101,27 @@ class InProcessCluster:
         )
         self.cfgs[node_id] = cfg
         result = await join_cluster(cfg, timeout=30)
+        store = self._store(node_id, result.cluster_id)
+        return await self._run(self._build(cfg, store, result))
+
+    def _store(self, node_id: int, cluster_id: int) -> MemoryStore | None:
+        """The node's memory store (the one it had, reopened), or None: it has a data dir."""
         if self.data_root is not None:
-            node = NodeBuilder(cfg).with_seed(node_id).with_join(result).start()
-            return await self._run(node)
-        store = self.stores[node_id] = MemoryStore(Identity(result.cluster_id, node_id))
-        node = NodeBuilder(cfg).with_store(store).with_seed(node_id).with_join(result).start()
-        return await self._run(node)
+            return None
+        kept = self.stores.get(node_id)
+        store = kept.reopen() if kept is not None else MemoryStore(Identity(cluster_id, node_id))
+        self.stores[node_id] = store
+        return store
+
+    def _build(
+        self, cfg: NodeConfig, store: MemoryStore | None, join: JoinResult | None = None
+    ) -> Node:
+        builder = NodeBuilder(cfg).with_seed(cfg.node_id)
+        if store is not None:
+            builder = builder.with_store(store)
+        if join is not None:
+            builder = builder.with_join(join)
+        return builder.start()
 
     async def _run(self, node: Node) -> Node:
         self.nodes[node.node_id] = node
@@ -165,6 +172,12 @@ class InProcessCluster:
     async def wait_compacted(self, node_id: int, index: int) -> None:
         """Until the node's log starts after ``index`` (a snapshot covers it)."""
         while self.nodes[node_id]._core.log_start[0] < index:
+            await trio.sleep(0.01)
+
+    async def wait_snapshots_settled(self, node_id: int) -> None:
+        """Until the node builds, compacts, prunes and installs no snapshot and none is due:
+        its snapshot files stay as they are until it applies more."""
+        while self.snaps(node_id).busy:
             await trio.sleep(0.01)
 
     def voters(self, node_id: int) -> tuple[int, ...]:

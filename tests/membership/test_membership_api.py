@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from harness.inproc import InProcessCluster as MemberCluster
-from harness.inproc import cluster as member_cluster
+from harness.inproc import InProcessCluster, cluster
 from trioraft import ChangeInProgress, ConfigError, InvalidRequest, NodeBuilder, open_client
 from trioraft.core import Role
 from wire import member_messages as mm
@@ -18,14 +17,14 @@ from wire import member_messages as mm
 pytestmark = pytest.mark.timeout(120)
 
 
-async def wait_voters(c: MemberCluster, node: int, voters: tuple[int, ...]) -> None:
+async def wait_voters(c: InProcessCluster, node: int, voters: tuple[int, ...]) -> None:
     while c.voters(node) != voters:
         await trio.sleep(0.01)
 
 
 async def test_a_joining_learner_gets_the_data_never_votes_and_is_promoted_on_request() -> None:
     with trio.fail_after(60):
-        async with member_cluster(3, 1) as c, open_client(c.endpoints) as client:
+        async with cluster(3, 1) as c, open_client(c.endpoints) as client:
             await c.wait_leader()
             rev = await client.put("before", "join")
             learner = await c.join(4, as_voter=False)
@@ -51,7 +50,7 @@ async def test_a_joining_learner_gets_the_data_never_votes_and_is_promoted_on_re
 
 async def test_a_node_that_joins_as_voter_is_promoted_once_caught_up() -> None:
     with trio.fail_after(60):
-        async with member_cluster(3, 1) as c, open_client(c.endpoints) as client:
+        async with cluster(3, 1) as c, open_client(c.endpoints) as client:
             await c.wait_leader()
             for i in range(20):
                 await client.put(f"k{i}", "v")
@@ -63,7 +62,7 @@ async def test_a_node_that_joins_as_voter_is_promoted_once_caught_up() -> None:
 
 async def test_two_concurrent_changes_one_wins_the_other_gets_a_clear_error() -> None:
     with trio.fail_after(60):
-        async with member_cluster(3, 2) as c, open_client(c.endpoints) as client:
+        async with cluster(3, 2) as c, open_client(c.endpoints) as client:
             await c.wait_leader()
             changes = [
                 [mm.MemberChange.add_learner(4, c.peer_addrs[4], c.client_addrs[4])],
@@ -103,7 +102,7 @@ async def test_two_concurrent_joins_both_complete() -> None:
     """A join that meets another change in progress is answered ``Busy`` (retried by the
     client), not ``ChangeInProgress``: nodes started together join one after the other."""
     with trio.fail_after(60):
-        async with member_cluster(3, 2) as c, open_client(c.endpoints) as client:
+        async with cluster(3, 2) as c, open_client(c.endpoints) as client:
             await c.wait_leader()
             replies: list[mm.JoinClusterReply] = []
 
@@ -123,7 +122,7 @@ async def test_two_concurrent_joins_both_complete() -> None:
 
 async def test_invalid_changes_are_refused_with_the_reason() -> None:
     with trio.fail_after(60):
-        async with member_cluster(3, 1) as c, open_client(c.endpoints) as client:
+        async with cluster(3, 1) as c, open_client(c.endpoints) as client:
             await c.wait_leader()
             with pytest.raises(InvalidRequest, match="unknown node 9"):
                 await client.promote(9)
@@ -138,7 +137,7 @@ async def test_invalid_changes_are_refused_with_the_reason() -> None:
 
 async def test_removing_the_leader_hands_over_and_writes_go_on() -> None:
     with trio.fail_after(60):
-        async with member_cluster(3, 0) as c, open_client(c.endpoints) as client:
+        async with cluster(3, 0) as c, open_client(c.endpoints) as client:
             old = await c.wait_leader()
             rev = await client.put("k", "before")
             after = await client.remove_member(old)
@@ -153,7 +152,7 @@ async def test_removing_the_leader_hands_over_and_writes_go_on() -> None:
 
 async def test_a_change_with_a_minority_partitioned_completes_and_the_minority_catches_up() -> None:
     with trio.fail_after(60):
-        async with member_cluster(3, 1) as c, open_client(c.endpoints) as client:
+        async with cluster(3, 1) as c, open_client(c.endpoints) as client:
             leader = await c.wait_leader()
             cut = next(i for i in (1, 2, 3) if i != leader)
             c.isolate(cut)
@@ -168,7 +167,7 @@ async def test_a_change_with_a_minority_partitioned_completes_and_the_minority_c
 
 async def test_membership_notifications_and_watch_start_with_the_current_membership() -> None:
     with trio.fail_after(60):
-        async with member_cluster(3, 1) as c, open_client(c.endpoints) as client:
+        async with cluster(3, 1) as c, open_client(c.endpoints) as client:
             await c.wait_leader()
             node_seen: list[mm.ClusterMembership] = []
             client_seen: list[mm.ClusterMembership] = []
@@ -200,7 +199,7 @@ async def test_membership_notifications_and_watch_start_with_the_current_members
 
 async def test_the_membership_watch_moves_on_when_its_node_stops() -> None:
     with trio.fail_after(60):
-        async with member_cluster(3, 1) as c:
+        async with cluster(3, 1) as c:
             await c.wait_leader()
             seen: list[mm.ClusterMembership] = []
             async with open_client(c.endpoints) as client, trio.open_nursery() as nursery:
@@ -221,7 +220,7 @@ async def test_the_membership_watch_moves_on_when_its_node_stops() -> None:
 
 async def test_discover_leader_finds_a_leader_the_client_was_not_given() -> None:
     with trio.fail_after(60):
-        async with member_cluster(3, 0) as c:
+        async with cluster(3, 0) as c:
             leader = await c.wait_leader()
             follower = next(i for i in (1, 2, 3) if i != leader)
             async with open_client([c.endpoint(follower)]) as client:
@@ -237,7 +236,7 @@ async def test_discover_leader_finds_a_leader_the_client_was_not_given() -> None
 
 async def test_transfer_leadership_to_a_chosen_voter() -> None:
     with trio.fail_after(60):
-        async with member_cluster(3, 0) as c, open_client(c.endpoints) as client:
+        async with cluster(3, 0) as c, open_client(c.endpoints) as client:
             leader = await c.wait_leader()
             target = next(i for i in (1, 2, 3) if i != leader)
             await client.put("k", "v")
@@ -248,7 +247,7 @@ async def test_transfer_leadership_to_a_chosen_voter() -> None:
 
 async def test_a_restart_keeps_the_stored_membership_and_refuses_contradicting_flags() -> None:
     with trio.fail_after(60):
-        async with member_cluster(3, 1) as c, open_client(c.endpoints) as client:
+        async with cluster(3, 1) as c, open_client(c.endpoints) as client:
             await c.wait_leader()
             await c.join(4, as_voter=False)
             await client.promote(4)
@@ -277,7 +276,7 @@ async def test_a_learner_joining_after_compaction_gets_a_snapshot(tmp_path: Path
     settings = {"snapshot_entries": 40, "snapshot_catchup_entries": 5}
     with trio.fail_after(90):
         async with (
-            member_cluster(3, 1, tmp_path, **settings) as c,
+            cluster(3, 1, tmp_path, **settings) as c,
             open_client(c.endpoints) as client,
         ):
             leader = await c.wait_leader()
@@ -296,7 +295,7 @@ async def test_a_learner_joining_after_compaction_gets_a_snapshot(tmp_path: Path
 async def test_a_new_cluster_waits_for_a_majority_before_its_first_election() -> None:
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
-            c = MemberCluster(nursery, 3, 0)
+            c = InProcessCluster(nursery, 3, 0)
             first = await c.start(1)
             await trio.sleep(1.0)  # several election timeouts (20 ms ticks): no campaign
             raft = first._core._raft

@@ -59,8 +59,7 @@ async def test_policy_snapshots_compact_the_log(tmp_path: Path) -> None:
             await write_many(client, 200)
             for i in c.cfgs:
                 await c.wait_compacted(i, 100)
-                while c.snaps(i).busy:  # pruning follows compaction
-                    await trio.sleep(0.01)
+                await c.wait_snapshots_settled(i)  # pruning follows compaction
                 node = c.nodes[i]
                 start, _ = node._core.log_start
                 assert node._store.load_raft_state().snapshot.index >= start  # type: ignore[union-attr]
@@ -233,8 +232,7 @@ async def test_corrupted_snapshot_file_is_refused_and_replaced(tmp_path: Path) -
             await c.stop(lagging)
             await write_many(client, 300, size=1000)
             await c.wait_compacted(leader, 200)
-            while c.snaps(leader).busy:  # then the newest file stays the newest
-                await trio.sleep(0.01)
+            await c.wait_snapshots_settled(leader)  # then the newest file stays the newest
             latest = c.snaps(leader).sdir.latest()
             assert latest is not None
             path = trio.Path(latest.path)
