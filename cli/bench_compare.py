@@ -41,6 +41,9 @@ TICK_MS = 100  # NodeConfig's default
 QUIET_CORES = 0.3  # "quiet": other load below this many busy cores (as the peers use)
 PUT_CLIENTS = (1, 16, 64, 256)
 READ_CLIENTS = 64
+# etcd's h2load runs at most 64 connections, each with clients/64 requests in flight
+# (../shared/anchors/peers/etcd_h2load.py); trioraft's points take the same shape.
+MAX_CONNECTIONS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,10 @@ class Point:
     key_space: int = 10000
     scan_keys: int = 100
     watchers: int = 0
+
+    @property
+    def connections(self) -> int:
+        return min(self.clients, MAX_CONNECTIONS)
 
     def procs(self, driver: str) -> int:
         """Load processes: one Python process drives ~16 loops before it is the bottleneck;
@@ -316,7 +323,7 @@ def measure(
         workload=point.workload,
         endpoints=cluster.endpoints,
         clients=point.clients,
-        connections=point.clients,
+        connections=point.connections,
         ops=0,
         duration=m.duration,
         warmup=m.warmup,
@@ -332,6 +339,7 @@ def measure(
         "bench": "trioraft",
         "op": spec.label,
         "conc": point.clients,
+        "connections": point.connections,
         "procs": procs,
         "value_size": point.value_size,
         "key_space": point.key_space,

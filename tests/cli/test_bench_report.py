@@ -122,6 +122,12 @@ def test_quick_matrix_fits_in_fifteen_minutes() -> None:
     assert sorted(p.clients for p in quick.trioraft if p.workload == "put") == [1, 16, 64, 256]
 
 
+def test_points_take_the_connection_shape_of_etcds_load_generator() -> None:
+    # h2load runs min(clients, 64) connections, clients/64 streams each beyond 64 clients
+    shapes = {(p.clients, p.connections) for p in MATRICES["full"].trioraft}
+    assert {(1, 1), (16, 16), (64, 64), (256, 64)} <= shapes
+
+
 @pytest.mark.parametrize("script", ["etcd_bench", "pysyncobj_bench"])
 def test_the_shim_runs_a_peer_script_on_our_matrix(tmp_path: Path, script: str) -> None:
     # a stand-in for the peer script: records the matrix and options it was given
