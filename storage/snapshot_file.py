@@ -31,6 +31,7 @@ from typing import Any, BinaryIO, Final, Protocol
 import cbor2
 
 from storage.base import DataCorruption
+from wire.cbor_heads import bstr_head
 from wire.messages import SnapshotMeta
 
 MAGIC: Final = b"\x89TRSNAP\n"
@@ -148,25 +149,9 @@ def write_snapshot(
     return SnapshotInfo(header, counts, out.size + SHA_BYTES, digest)
 
 
-_BSTR_SMALL: Final = tuple(bytes((0x40 | n,)) for n in range(24))
-
-
-def _bstr_head(n: int) -> bytes:
-    """The CBOR head of a byte string of length ``n``, shortest form (as ``cbor2.dumps``)."""
-    if n < 24:
-        return _BSTR_SMALL[n]
-    if n < 0x100:
-        return bytes((0x58, n))
-    if n < 0x10000:
-        return b"\x59" + n.to_bytes(2, "big")
-    if n < 0x100000000:
-        return b"\x5a" + n.to_bytes(4, "big")
-    return b"\x5b" + n.to_bytes(8, "big")
-
-
 def _record(key: bytes, value: bytes) -> bytes:
     """``cbor2.dumps([key, value])``, byte for byte, in half the time."""
-    return b"".join((b"\x82", _bstr_head(len(key)), key, _bstr_head(len(value)), value))
+    return b"".join((b"\x82", bstr_head(len(key)), key, bstr_head(len(value)), value))
 
 
 def _corrupt(path: str, what: str) -> SnapshotCorrupt:

@@ -134,6 +134,36 @@ def decode_command(data: bytes) -> tuple[Command, int]:
     return _write(fields), 0
 
 
+def decode_session_put(data: bytes) -> tuple[int, int, int, bytes, bytes] | None:
+    """``(session_id, seq, stamp, key, value)`` if ``data`` is a put under a session (the
+    common entry), else None: then ``decode_command`` decodes it (or reports it bad).
+
+    Accepts exactly what ``decode_command``'s fast path accepts, and means the same."""
+    try:
+        fields = cbor2.loads(data)
+    except Exception:  # cbor2 raises several unrelated types; decode_command reports it
+        return None
+    if type(fields) is not list or len(fields) != 5:
+        return None
+    op, sid, seq, stamp, inner = fields
+    if not (
+        op == _SESSION
+        and type(op) is int
+        and type(sid) is int
+        and type(seq) is int
+        and type(stamp) is int
+        and min(sid, seq, stamp) >= 0
+        and type(inner) is list
+        and len(inner) == 3
+        and inner[0] == _PUT
+        and type(inner[0]) is int
+        and type(inner[1]) is bytes
+        and type(inner[2]) is bytes
+    ):
+        return None
+    return sid, seq, stamp, inner[1], inner[2]
+
+
 def _fast_put(fields: Any) -> Put | None:
     if (
         type(fields) is list

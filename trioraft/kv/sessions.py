@@ -25,12 +25,13 @@ batch is stored (``commit``), so a failed storage write can be retried from scra
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import cbor2
 
 from storage.base import KvOp, Store
 from trioraft.kv.layout import SESSION, session_id_of, session_key
+from wire.cbor_heads import bstr_head, uint
 from wire.client_messages import (
     ErrorReply,
     KeyValue,
@@ -100,12 +101,7 @@ class SessionTable:
 
     def put(self, session_id: int, session: Session, ops: list[KvOp]) -> None:
         self._staged[session_id] = session
-        ops.append(
-            (
-                session_key(session_id),
-                cbor2.dumps([session.last_seq, session.last_stamp, session.result]),
-            )
-        )
+        ops.append((session_key(session_id), encode_session(session)))
 
     def drop(self, session_id: int, ops: list[KvOp]) -> None:
         if self._get(session_id) is not None:
@@ -128,15 +124,28 @@ class SessionTable:
 # --- results kept for retries: a compact CBOR form, part of the on-disk format -------------
 
 
+_BOOL: Final = {False: b"\xf4", True: b"\xf5"}
+
+
 def _kv(kv: KeyValue | None) -> list[Any] | None:
     if kv is None:
         return None
     return [kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version]
 
 
+def encode_session(s: Session) -> bytes:
+    """The stored record: ``cbor2.dumps([last_seq, last_stamp, result])``, byte for byte."""
+    if (s.last_seq | s.last_stamp) >> 64:  # a bignum: cbor2's tagged form
+        return cbor2.dumps([s.last_seq, s.last_stamp, s.result])
+    result = s.result
+    return b"".join((b"\x83", uint(s.last_seq), uint(s.last_stamp), bstr_head(len(result)), result))
+
+
 def encode_result(result: Result) -> bytes:
     if isinstance(result, WriteReply):
-        return cbor2.dumps([0, result.revision, result.existed])
+        if result.revision >> 64:
+            return cbor2.dumps([0, result.revision, result.existed])
+        return b"".join((b"\x83\x00", uint(result.revision), _BOOL[result.existed]))
     if isinstance(result, TxnReply):
         ops = [[r.kind.value, r.existed, _kv(r.kv)] for r in result.results]
         return cbor2.dumps([1, result.succeeded, result.revision, ops])
