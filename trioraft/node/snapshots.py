@@ -140,6 +140,21 @@ def redo_pending_install(store: SnapshotStore, sdir: SnapshotDir) -> None:
     install_file(store, ref.path, meta)
 
 
+def entries_due_after(index: int, every: int, node_id: int) -> int:
+    """The applied index at which the next snapshot is due after one of ``index``.
+
+    Every ``every`` entries, but at a phase of the node's own: indexes ``= phase (mod
+    every)``, with the phases of nodes 1, 2, 3, ... spread ``every / 8`` apart (3/8, 6/8, 1/8
+    of the period...). Nodes apply the same indexes at about the same time, so without it
+    every node snapshots at once and the cluster stalls as one (docs/snapshots.md); apart,
+    the other nodes still make a quorum while one writes its snapshot. The first snapshot
+    after ``index`` comes at least ``every / 2`` entries later (one, at the least).
+    """
+    phase = (node_id * 3 * every // 8) % every
+    due = index + max(every // 2, 1)
+    return due + (phase - due) % every
+
+
 class SnapshotService:
     def __init__(
         self,
@@ -183,7 +198,7 @@ class SnapshotService:
         self._nursery: trio.Nursery | None = None
         latest = sdir.latest()
         self._last_index = max(log_start, latest.index if latest else 0)
-        self._entries_since = max(applied() - self._last_index, 0)
+        self._next_due = entries_due_after(self._last_index, config.snapshot_entries, self.node_id)
         self._bytes_since = 0
 
     # --- TransferHost ---
@@ -230,14 +245,10 @@ class SnapshotService:
         return bool(self._building) or self._lock.locked() or self._due()
 
     def _due(self) -> bool:
-        cfg = self.config
-        return (
-            self._entries_since >= cfg.snapshot_entries or self._bytes_since >= cfg.snapshot_bytes
-        )
+        return self._applied() >= self._next_due or self._bytes_since >= self.config.snapshot_bytes
 
     def note_applied(self, entries: Sequence[Entry]) -> None:
         """The apply task applied ``entries``: count them toward the policy."""
-        self._entries_since += len(entries)
         self._bytes_since += sum(len(e.data) for e in entries)
         if self._due():
             self._wake.set()
@@ -309,7 +320,7 @@ class SnapshotService:
 
     async def _compact(self, ref: SnapshotRef) -> None:
         self._last_index = max(self._last_index, ref.index)
-        self._entries_since = max(self._applied() - ref.index, 0)
+        self._next_due = entries_due_after(ref.index, self.config.snapshot_entries, self.node_id)
         self._bytes_since = 0
         # applies up to ref.index must be durable before the log that replays them goes
         await trio.to_thread.run_sync(self.store.sync)
@@ -351,7 +362,8 @@ class SnapshotService:
                 self.installing = False
         self.installed += 1
         self._last_index = max(self._last_index, meta.index)
-        self._entries_since = self._bytes_since = 0
+        self._next_due = entries_due_after(meta.index, self.config.snapshot_entries, self.node_id)
+        self._bytes_since = 0
         log.info(
             "node %d: installed snapshot %d (term %d) in %.2f s",
             self.node_id,
