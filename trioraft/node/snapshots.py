@@ -3,8 +3,9 @@
 ``SnapshotService`` owns the snapshot dir (``storage.snapshot_dir``) and runs off the raft
 loop (docs/snapshots.md):
 
-- **Policy.** The apply task counts applied entries and bytes (``note_applied``); past
-  ``snapshot_entries`` or ``snapshot_bytes`` since the last snapshot the service builds one.
+- **Policy.** Every ``snapshot_entries`` applied entries, at a phase of the node's own so
+  that the nodes of a cluster do not snapshot at once (``entries_due_after``), or past
+  ``snapshot_bytes`` of entries since the last snapshot, the service builds one.
   An admin request (``save``, from ``trioraft snapshot save``) builds one at once.
 - **Building** never stops the node: ``store.open_view`` (a RocksDB checkpoint) and the
   file writing run in a worker thread; the view is a consistent point in time, so applies
