@@ -55,6 +55,22 @@ def test_compaction_drops_applied_entries_from_memory() -> None:
     assert node.status.commit == last + 1
 
 
+def test_compaction_hands_the_dropped_entries_back_for_the_shell_to_free() -> None:
+    """The core does not free the entries it drops (a pause for ~100,000 of them): it returns
+    them, in order, and a second compaction to the same index returns nothing."""
+    net = SnapNetwork.build(1)
+    net.elect(1)
+    net.propose(1, b"a", b"b", b"c", b"d")
+    node = net.nodes[1]
+    last = node.status.last_index
+    kept = node._raft.log.slice(1, last + 1)
+    dropped = node.compact(last - 1)
+    assert dropped == list(kept[:-1])
+    assert [e.index for e in dropped] == list(range(1, last))
+    assert node._raft.log.slice(last, last + 1) == kept[-1:]
+    assert node.compact(last - 1) == []
+
+
 def test_compaction_beyond_applied_is_refused() -> None:
     """§7: a snapshot covers only committed, applied state."""
     node = make_node(1, (1,))

@@ -213,12 +213,13 @@ class RawNode:
 
     # --- snapshots (§7; see trioraft.core.snapshot) -------------------------------------
 
-    def compact(self, index: int) -> None:
+    def compact(self, index: int) -> list[Entry]:
         """Drop log entries up to ``index`` from memory: the shell holds a snapshot covering
         them (and compacted its stored log, or will). ``index`` must be applied and
         durable (``CoreInvariantError`` otherwise); at or below the log start it is a no-op.
+        Returns the dropped entries, for the shell to free at its own pace.
         """
-        compact(self._raft, index)
+        return compact(self._raft, index)
 
     def report_snapshot(self, peer: int, ok: bool) -> None:
         """Leader: the transfer asked for by ``SnapshotNeeded(peer)`` ended (``ok``: the

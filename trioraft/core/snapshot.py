@@ -32,7 +32,7 @@ from trioraft.core import membership as conf
 from trioraft.core.confstate import decode_membership
 from trioraft.core.progress import ProgressState
 from trioraft.core.types import CoreInvariantError, Role, SnapshotNeeded
-from wire.messages import InstallSnapshot, SnapshotMeta
+from wire.messages import Entry, InstallSnapshot, SnapshotMeta
 
 if TYPE_CHECKING:
     from trioraft.core.raft import Raft
@@ -110,8 +110,9 @@ def handle_install(raft: Raft, m: InstallSnapshot) -> None:
     raft._respond_append(m.src, success=True, index=meta.index)
 
 
-def compact(raft: Raft, index: int) -> None:
-    """Drop log entries up to ``index`` (<= applied); see ``RaftLog.compact_to``."""
+def compact(raft: Raft, index: int) -> list[Entry]:
+    """Drop log entries up to ``index`` (<= applied) and return them; see
+    ``RaftLog.compact_to``."""
     if index > raft.log.last_index:
         raise CoreInvariantError(f"compact({index}) beyond the last index {raft.log.last_index}")
-    raft.log.compact_to(index)
+    return raft.log.compact_to(index)

@@ -330,18 +330,19 @@ class SnapshotService:
             await self._events.send(CompactLog(target))
         await trio.to_thread.run_sync(self.sdir.prune, self.config.snapshot_keep)
 
-    def compact(self, core: RawNode, index: int) -> None:
+    def compact(self, core: RawNode, index: int) -> list[Entry]:
         """Raft loop (it owns ``core``): a snapshot covers applied ``index``; drop the log
-        up to it, store first (a failure leaves a longer log, nothing worse)."""
+        up to it, store first (a failure leaves a longer log, nothing worse). Returns the
+        entries dropped from memory, for the caller to free a slice at a time."""
         if self.installing or index <= core.log_start[0]:
-            return  # (an install replaces the whole log anyway)
+            return []  # (an install replaces the whole log anyway)
         voters, membership = self._config_at(index)
         try:
             self.store.compact_log(index, voters, membership)
         except StorageError as exc:
             log.warning("node %d: log compaction to %d failed: %s", self.node_id, index, exc)
-            return
-        core.compact(index)
+            return []
+        return core.compact(index)
 
     # --- installing (apply task) ---
     async def install(self, meta: SnapshotMeta) -> None:
