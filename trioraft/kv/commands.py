@@ -111,17 +111,11 @@ def decode_command(data: bytes) -> tuple[Command, int]:
     # with the same results as the match below, which handles everything else.
     if type(fields) is list:
         n = len(fields)
-        if n == 5 and fields[0] == _SESSION and type(fields[0]) is int:
-            _op, sid, seq, stamp, inner = fields
-            if (
-                type(sid) is int
-                and type(seq) is int
-                and type(stamp) is int
-                and min(sid, seq, stamp) >= 0
-            ):
-                put = _fast_put(inner)
-                if put is not None:
-                    return InSession(sid, seq, put), stamp
+        if n == 5:
+            session_put = _session_put_fields(fields)
+            if session_put is not None:
+                sid, seq, stamp, key, value = session_put
+                return InSession(sid, seq, Put(key, value)), stamp
         elif n == 3:
             put = _fast_put(fields)
             if put is not None:
@@ -143,6 +137,12 @@ def decode_session_put(data: bytes) -> tuple[int, int, int, bytes, bytes] | None
         fields = cbor2.loads(data)
     except Exception:  # cbor2 raises several unrelated types; decode_command reports it
         return None
+    return _session_put_fields(fields)
+
+
+def _session_put_fields(fields: Any) -> tuple[int, int, int, bytes, bytes] | None:
+    """Decoded entry data -> ``(session_id, seq, stamp, key, value)`` if it is a put under a
+    session, exact types only; else None."""
     if type(fields) is not list or len(fields) != 5:
         return None
     op, sid, seq, stamp, inner = fields
@@ -153,15 +153,10 @@ def decode_session_put(data: bytes) -> tuple[int, int, int, bytes, bytes] | None
         and type(seq) is int
         and type(stamp) is int
         and min(sid, seq, stamp) >= 0
-        and type(inner) is list
-        and len(inner) == 3
-        and inner[0] == _PUT
-        and type(inner[0]) is int
-        and type(inner[1]) is bytes
-        and type(inner[2]) is bytes
     ):
         return None
-    return sid, seq, stamp, inner[1], inner[2]
+    put = _fast_put(inner)
+    return None if put is None else (sid, seq, stamp, put.key, put.value)
 
 
 def _fast_put(fields: Any) -> Put | None:

@@ -198,9 +198,9 @@ class SnapshotService:
         self._receiver = Receiver(self)
         self._nursery: trio.Nursery | None = None
         latest = sdir.latest()
-        self._last_index = max(log_start, latest.index if latest else 0)
-        self._next_due = entries_due_after(self._last_index, config.snapshot_entries, self.node_id)
-        self._bytes_since = 0
+        self._last_index = 0
+        self._next_due = self._bytes_since = 0
+        self._snapshot_at(max(log_start, latest.index if latest else 0))
 
     # --- TransferHost ---
     def send(self, messages: Sequence[Message]) -> None:
@@ -244,6 +244,12 @@ class SnapshotService:
         """A snapshot is being built (or the log compacted and old files pruned after
         it) or installed, or one is due."""
         return bool(self._building) or self._lock.locked() or self._due()
+
+    def _snapshot_at(self, index: int) -> None:
+        """The state up to ``index`` is in a snapshot here: the policy counts from it."""
+        self._last_index = max(self._last_index, index)
+        self._next_due = entries_due_after(index, self.config.snapshot_entries, self.node_id)
+        self._bytes_since = 0
 
     def _due(self) -> bool:
         return self._applied() >= self._next_due or self._bytes_since >= self.config.snapshot_bytes
@@ -320,9 +326,7 @@ class SnapshotService:
         return self.sdir.publish(temp, header.index, header.term)
 
     async def _compact(self, ref: SnapshotRef) -> None:
-        self._last_index = max(self._last_index, ref.index)
-        self._next_due = entries_due_after(ref.index, self.config.snapshot_entries, self.node_id)
-        self._bytes_since = 0
+        self._snapshot_at(ref.index)
         # applies up to ref.index must be durable before the log that replays them goes
         await trio.to_thread.run_sync(self.store.sync)
         target = ref.index - self.config.snapshot_catchup_entries
@@ -363,9 +367,7 @@ class SnapshotService:
             finally:
                 self.installing = False
         self.installed += 1
-        self._last_index = max(self._last_index, meta.index)
-        self._next_due = entries_due_after(meta.index, self.config.snapshot_entries, self.node_id)
-        self._bytes_since = 0
+        self._snapshot_at(meta.index)
         log.info(
             "node %d: installed snapshot %d (term %d) in %.2f s",
             self.node_id,
