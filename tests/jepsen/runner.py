@@ -176,9 +176,7 @@ async def run(cfg: RunConfig) -> RunResult:
     snapshot_faults: snapshots.SnapshotFaults | None = None
     if any(kind == "snapshot" for kind, _ in faults_spec):
         cluster.settings = snapshots.settings(cfg.snapshot_entries)
-        catchup = cluster.settings["snapshot_catchup_entries"]
-        assert isinstance(catchup, int)
-        snapshot_faults = snapshots.SnapshotFaults(cluster, catchup)
+        snapshot_faults = snapshots.SnapshotFaults(cluster)
     member_variants = membership_variants(faults_spec)
     members: MembershipNemesis | None = None
     real = {n: _port(a) for n, a in cluster.peers.items()}

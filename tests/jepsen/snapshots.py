@@ -1,14 +1,14 @@
 """The ``snapshot`` nemesis: a follower kept away until it needs a snapshot.
 
 Runs with this nemesis start every node with small snapshot thresholds (``settings``), so
-each node snapshots every ``snapshot_entries`` applied entries and compacts its log to
-``snapshot_catchup_entries`` entries before the snapshot. A fault window then:
+each node compacts its log every ``snapshot_entries`` applied entries, to
+``snapshot_catchup_entries`` entries before its applied index. A fault window then:
 
 1. picks a follower F and cuts it off: ``partition`` (proxy blocks both ways) or ``kill``;
    notes F's last log index L (``status().last_index``; before the kill, for ``kill``);
 2. keeps it away until every other node has compacted its log past L + ``MARGIN`` (from the
-   nodes' logs: ``snapshot at index I`` compacts to I - catchup; ``installed snapshot I``
-   starts the log at I), and at least the window's drawn length; never past ``cap``;
+   nodes' logs: ``log compacted to index I`` and ``installed snapshot I`` start the log at
+   I), and at least the window's drawn length; never past ``cap``;
 3. heals (the usual heal: unblock, restart); the node that leads then lacks the entries F
    needs, so it must send a snapshot.
 
@@ -43,7 +43,7 @@ def settings(entries: int) -> dict[str, int | str | bool]:
     return {"snapshot_entries": entries, "snapshot_catchup_entries": max(entries // 10, 1)}
 
 
-_BUILT = re.compile(r"node (\d+): snapshot at index (\d+) ")
+_COMPACTED = re.compile(r"node (\d+): log compacted to index (\d+)\b")
 _INSTALLED = re.compile(r"node (\d+): installed snapshot (\d+) ")
 
 
@@ -90,9 +90,8 @@ class SnapshotFaults:
     """The nemesis's ``snapshot`` windows (``Nemesis`` calls ``start``, ``wait``,
     ``healing``); ``check`` after the nodes stopped."""
 
-    def __init__(self, cluster: Any, catchup_entries: int) -> None:
+    def __init__(self, cluster: Any) -> None:
         self.cluster = cluster
-        self.catchup = catchup_entries
         self.tails = {n: LogTail(cluster.log_path(n)) for n in cluster.peers}
         self.log_start: dict[int, int] = dict.fromkeys(cluster.peers, 0)
         self.windows: list[Window] = []
@@ -100,8 +99,8 @@ class SnapshotFaults:
     def _scan(self) -> None:
         for n, tail in self.tails.items():
             for line in tail.new_lines():
-                if m := _BUILT.search(line):
-                    start = int(m.group(2)) - self.catchup
+                if m := _COMPACTED.search(line):
+                    start = int(m.group(2))
                 elif m := _INSTALLED.search(line):
                     start = int(m.group(2))
                 else:

@@ -44,11 +44,16 @@ def test_snapshot_check(tmp_path: Path) -> None:
     cluster = _Cluster(tmp_path)
     for n in (1, 2, 3):
         _log(cluster, n, f"node {n} ready")
-    faults = SnapshotFaults(cluster, catchup_entries=20)
+    faults = SnapshotFaults(cluster)
     _log(cluster, 1, "node 1: snapshot at index 400 (term 2): 1000 bytes in 0.01 s")
+    _log(cluster, 1, "node 1: log compacted to index 380")
     _log(cluster, 2, "node 2: installed snapshot 350 (term 2) in 0.01 s")
+    _log(cluster, 2, "node 2: log compacted to index 340")  # below: the start stays
     faults._scan()
     assert faults.log_start == {1: 380, 2: 350, 3: 0}
+    _log(cluster, 2, "node 2: log compacted to index 480")
+    faults._scan()
+    assert faults.log_start == {1: 380, 2: 480, 3: 0}
     assert faults.check().valid == UNKNOWN  # no window: nothing exercised
 
     # a window whose follower compacted-past, then installed a snapshot after the heal

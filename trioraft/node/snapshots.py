@@ -3,17 +3,19 @@
 ``SnapshotService`` owns the snapshot dir (``storage.snapshot_dir``) and runs off the raft
 loop (docs/snapshots.md):
 
-- **Policy.** Every ``snapshot_entries`` applied entries, at a phase of the node's own so
-  that the nodes of a cluster do not snapshot at once (``entries_due_after``), or past
-  ``snapshot_bytes`` of entries since the last snapshot, the service builds one.
-  An admin request (``save``, from ``trioraft snapshot save``) builds one at once.
-- **Building** never stops the node: ``store.open_view`` (a RocksDB checkpoint) and the
-  file writing run in a worker thread; the view is a consistent point in time, so applies
-  go on meanwhile. The file is published under its final name only complete and fsynced.
-- **Compaction.** Once a snapshot of applied index ``i`` exists, applies up to ``i`` are
-  synced and the raft loop compacts core and store to ``i - snapshot_catchup_entries``
-  (``CompactLog``): entries a slow follower may still need stay a while. The oldest files
-  beyond ``snapshot_keep`` go.
+- **Policy: compaction.** Every ``snapshot_entries`` applied entries, at a phase of the
+  node's own so that the nodes of a cluster do not compact at once (``entries_due_after``),
+  or past ``snapshot_bytes`` of entries since the last compaction, the applies so far are
+  synced and the raft loop compacts core and store to the applied index less
+  ``snapshot_catchup_entries`` (``CompactLog``): entries a slow follower may still need
+  stay a while. No file is written: the store's applied state is the snapshot (as etcd's
+  backend is), and a file is built from it only when one is needed.
+- **Building** a file, when a follower needs one (``on_needed``) or an admin asks
+  (``save``, from ``trioraft snapshot save``), never stops the node: ``store.open_view``
+  (a RocksDB checkpoint) and the file writing run in a worker thread; the view is a
+  consistent point in time, so applies go on meanwhile. The file is published under its
+  final name only complete and fsynced; the log is then compacted as above, and the oldest
+  files beyond ``snapshot_keep`` go.
 - **Installing** (apply task, for a ``Ready.snapshot``): ``begin_install`` (durable marker),
   ``replace_kv`` from the file, ``finish_install`` (one batch), all in a worker thread; a
   crash in between is redone at the next start (``redo_pending_install``).
@@ -185,6 +187,7 @@ class SnapshotService:
         self.installing = False
         self.built = 0  # snapshots built here
         self.installed = 0  # snapshots installed here
+        self.compactions = 0  # log compactions by the policy
         self._status = status
         self._config_at = config_at
         self._applied = applied
@@ -228,7 +231,7 @@ class SnapshotService:
                 self._wake = trio.Event()
                 if self._due():
                     try:
-                        await self.build()
+                        await self.compact_applied()
                     except (OSError, StorageError) as exc:
                         if isinstance(exc, DataCorruption):
                             raise
@@ -261,6 +264,24 @@ class SnapshotService:
             self._wake.set()
 
     # --- building and compaction ---
+    async def compact_applied(self) -> None:
+        """The policy's step: compact the log up to what is applied (less the catch-up
+        tail), with no snapshot file: the applied state in the store is the snapshot, and
+        a file is built from it only when one is needed (docs/snapshots.md). Applies up to
+        the index must be durable before the log that replays them goes."""
+        self._building += 1
+        try:
+            async with self._lock:
+                index = self._applied()
+                await trio.to_thread.run_sync(self.store.sync)
+                self._snapshot_at(index)
+                self.compactions += 1
+                target = index - self.config.snapshot_catchup_entries
+                if target > 0:
+                    await self._events.send(CompactLog(target))
+        finally:
+            self._building -= 1
+
     async def build(self) -> SnapshotRef:
         """Snapshot the applied state now (or return the newest if it is already that
         state), then compact and prune. Raises ``StorageError``."""
@@ -338,6 +359,10 @@ class SnapshotService:
         """Raft loop (it owns ``core``): a snapshot covers applied ``index``; drop the log
         up to it, store first (a failure leaves a longer log, nothing worse). Returns the
         entries dropped from memory, for the caller to free a slice at a time."""
+        # the state machine may be a batch ahead of the core's applied index (the core
+        # counts a batch applied when its Ready is advanced, which on a leader waits for
+        # the Ready's own write): compact no further than both
+        index = min(index, core.status.applied)
         if self.installing or index <= core.log_start[0]:
             return []  # (an install replaces the whole log anyway)
         voters, membership = self._config_at(index)
@@ -346,6 +371,7 @@ class SnapshotService:
         except StorageError as exc:
             log.warning("node %d: log compaction to %d failed: %s", self.node_id, index, exc)
             return []
+        log.info("node %d: log compacted to index %d", self.node_id, index)
         return core.compact(index)
 
     # --- installing (apply task) ---
