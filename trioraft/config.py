@@ -57,10 +57,10 @@ class NodeConfig:
     watch_progress_ms: int = 1000  # progress message to an idle watcher at least this often
     max_watchers: int = 10_000
     # --- snapshots and log compaction (docs/snapshots.md) ---
-    snapshot_entries: int = 100_000  # snapshot once this many entries were applied since...
+    snapshot_entries: int = 100_000  # compact the log once this many were applied since...
     snapshot_bytes: int = 64 << 20  # ...or this many bytes of entries, whichever comes first
     snapshot_keep: int = 2  # snapshot files kept (the newest)
-    snapshot_catchup_entries: int = 1000  # entries kept before a snapshot for slow followers
+    snapshot_catchup_entries: int = 1000  # entries kept below a compaction for slow followers
     snapshot_chunk_bytes: int = 512 << 10  # bytes per chunk of a snapshot transfer
     snapshot_window: int = 4  # chunks in flight (unacknowledged) per transfer
     snapshot_dir: str | None = None  # default: <data_dir>/snapshots

@@ -1,7 +1,7 @@
 """Garbage-collector settings for a process that runs a node; ``trioraft run`` applies them.
 
 CPython's cyclic collector stops the whole process while it scans. A node keeps many
-long-lived tracked objects (the log since the last snapshot, up to ``snapshot_entries`` of
+long-lived tracked objects (the log since the last compaction, up to ``snapshot_entries`` of
 them, the watch history, the session table) and allocates a few short-lived ones per
 request, so with the default thresholds (700, 10, 10) it ran a full collection every few
 seconds under write load, pausing the event loop for up to ~55 ms, and the young ones cost

@@ -271,14 +271,16 @@ class SnapshotService:
         the index must be durable before the log that replays them goes."""
         self._building += 1
         try:
-            async with self._lock:
+            async with self._lock:  # not during an install
                 index = self._applied()
                 await trio.to_thread.run_sync(self.store.sync)
                 self._snapshot_at(index)
-                self.compactions += 1
-                target = index - self.config.snapshot_catchup_entries
-                if target > 0:
-                    await self._events.send(CompactLog(target))
+            self.compactions += 1
+            # outside the lock, as in _compact: the raft loop may be waiting on an install
+            # (a full apply channel) while the events channel is full
+            target = index - self.config.snapshot_catchup_entries
+            if target > 0:
+                await self._events.send(CompactLog(target))
         finally:
             self._building -= 1
 
