@@ -17,6 +17,13 @@ DB_NAME = "db"
 COLUMN_FAMILIES = ("log", "meta", "kv")
 
 
+# All column families' memtables together: past it RocksDB flushes one. Each family's own
+# limit (64 MiB, two of them) would let the log and kv memtables hold ~250 MB between
+# them, and the WAL behind them with it, when nothing else flushes them (log compaction
+# does not; docs/snapshots.md).
+MEMTABLE_BUDGET = 64 << 20
+
+
 def raw_options() -> Options:
     return Options(raw_mode=True)
 
@@ -72,6 +79,7 @@ def open_db(path: str, create: bool) -> tuple[Handles, list[TornTail]]:
             names.update(Rdict.list_cf(db_path, raw_options()))
         names.discard("default")
         options = recovery_options(raw_options())
+        options.set_db_write_buffer_size(MEMTABLE_BUDGET)
         options.create_if_missing(create)
         options.create_missing_column_families(True)
         db = Rdict(db_path, options, column_families={n: raw_options() for n in names})

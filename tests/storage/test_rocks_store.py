@@ -9,6 +9,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import cbor2
 import pytest
 from rocksdict import Options, Rdict
 
+import storage.rocks_db
 from storage import FORMAT_VERSION, RocksStore, open_store
 from storage.records import index_key
 from tests.storage.storage_helpers import ID, REPO, entries, run_child
@@ -259,3 +261,23 @@ def test_synced_entries_survive_sigkill(tmp_path: Path) -> None:
         assert state.hard_state == HardState(7, 3, 451)
         assert store.applied_index() == 400
         assert store.get(b"applied") == b"yes"
+
+
+@pytest.mark.parametrize("budget", [1 << 20, 0])
+def test_memtable_budget_bounds_what_waits_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, budget: int
+) -> None:
+    """Past the budget for all memtables together RocksDB flushes them to table files
+    (log compaction no longer does: docs/snapshots.md); without one (0), 8 MB of writes
+    stay in memory and in the WAL."""
+    monkeypatch.setattr(storage.rocks_db, "MEMTABLE_BUDGET", budget)
+    data = tmp_path / "data"
+    value = b"v" * 4096
+    with open_store(str(data), ID) as store:
+        for batch in range(20):
+            store.apply([(b"k%06d" % (batch * 100 + i), value) for i in range(100)], batch + 1)
+        deadline = time.monotonic() + (10 if budget else 1)  # a flush runs in the background
+        while not list((data / "db").glob("*.sst")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tables = list((data / "db").glob("*.sst"))
+    assert bool(tables) == bool(budget), tables
