@@ -75,7 +75,7 @@ MAX_READ = 4 << 20  # largest piece a client may read at once
 
 @dataclass(frozen=True, slots=True)
 class CompactLog:
-    """Raft-loop event: compact core and store up to ``index`` (covered by a snapshot)."""
+    """Raft-loop event: compact core and store up to ``index`` (applied and synced)."""
 
     index: int
 
@@ -244,12 +244,13 @@ class SnapshotService:
 
     @property
     def busy(self) -> bool:
-        """A snapshot is being built (or the log compacted and old files pruned after
-        it) or installed, or one is due."""
+        """A compaction or a snapshot is under way (a build, the compaction and pruning
+        after it, an install), or a compaction is due."""
         return bool(self._building) or self._lock.locked() or self._due()
 
     def _snapshot_at(self, index: int) -> None:
-        """The state up to ``index`` is in a snapshot here: the policy counts from it."""
+        """The state up to ``index`` is durable here (compacted behind, or in a snapshot
+        file): the policy counts from it."""
         self._last_index = max(self._last_index, index)
         self._next_due = entries_due_after(index, self.config.snapshot_entries, self.node_id)
         self._bytes_since = 0
@@ -358,8 +359,8 @@ class SnapshotService:
         await trio.to_thread.run_sync(self.sdir.prune, self.config.snapshot_keep)
 
     def compact(self, core: RawNode, index: int) -> list[Entry]:
-        """Raft loop (it owns ``core``): a snapshot covers applied ``index``; drop the log
-        up to it, store first (a failure leaves a longer log, nothing worse). Returns the
+        """Raft loop (it owns ``core``): the synced applied state covers ``index``; drop
+        the log up to it, store first (a failure leaves a longer log, nothing worse). Returns the
         entries dropped from memory, for the caller to free a slice at a time."""
         # the state machine may be a batch ahead of the core's applied index (the core
         # counts a batch applied when its Ready is advanced, which on a leader waits for
