@@ -1,4 +1,4 @@
-"""When each node snapshots: every ``snapshot_entries``, at a phase of its own."""
+"""When each node compacts its log: every ``snapshot_entries``, at a phase of its own."""
 
 from __future__ import annotations
 

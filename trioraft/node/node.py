@@ -409,8 +409,7 @@ class Node:
             self._finish_ready(event.ready)
         elif isinstance(event, CompactLog):
             if self._snapshots is not None:  # the raft loop owns the core
-                index = min(event.index, self._sm.applied)
-                self._garbage += self._snapshots.compact(self._core, index)
+                self._garbage += self._snapshots.compact(self._core, event.index)
         elif isinstance(event, CoreCall):
             event.fn(self._core)
         elif isinstance(event, SnapshotReport):

@@ -144,14 +144,15 @@ def redo_pending_install(store: SnapshotStore, sdir: SnapshotDir) -> None:
 
 
 def entries_due_after(index: int, every: int, node_id: int) -> int:
-    """The applied index at which the next snapshot is due after one of ``index``.
+    """The applied index at which the next compaction is due after one at ``index``.
 
     Every ``every`` entries, but at a phase of the node's own: indexes ``= phase (mod
     every)``, with the phases of nodes 1, 2, 3, ... spread ``every / 8`` apart (3/8, 6/8, 1/8
     of the period...). Nodes apply the same indexes at about the same time, so without it
-    every node snapshots at once and the cluster stalls as one (docs/snapshots.md); apart,
-    the other nodes still make a quorum while one writes its snapshot. The first snapshot
-    after ``index`` comes at least ``every / 2`` entries later (one, at the least).
+    every node compacts at once (and, when each compaction built a file, the cluster
+    stalled as one: docs/snapshots.md); apart, the other nodes still make a quorum while
+    one compacts. The next one comes at least ``every / 2`` entries later (one, at the
+    least).
     """
     phase = (node_id * 3 * every // 8) % every
     due = index + max(every // 2, 1)
@@ -201,7 +202,6 @@ class SnapshotService:
         self._receiver = Receiver(self)
         self._nursery: trio.Nursery | None = None
         latest = sdir.latest()
-        self._last_index = 0
         self._next_due = self._bytes_since = 0
         self._snapshot_at(max(log_start, latest.index if latest else 0))
 
@@ -251,7 +251,6 @@ class SnapshotService:
     def _snapshot_at(self, index: int) -> None:
         """The state up to ``index`` is durable here (compacted behind, or in a snapshot
         file): the policy counts from it."""
-        self._last_index = max(self._last_index, index)
         self._next_due = entries_due_after(index, self.config.snapshot_entries, self.node_id)
         self._bytes_since = 0
 
@@ -274,14 +273,8 @@ class SnapshotService:
         try:
             async with self._lock:  # not during an install
                 index = self._applied()
-                await trio.to_thread.run_sync(self.store.sync)
-                self._snapshot_at(index)
+            await self._compact_to(index)
             self.compactions += 1
-            # outside the lock, as in _compact: the raft loop may be waiting on an install
-            # (a full apply channel) while the events channel is full
-            target = index - self.config.snapshot_catchup_entries
-            if target > 0:
-                await self._events.send(CompactLog(target))
         finally:
             self._building -= 1
 
@@ -350,22 +343,29 @@ class SnapshotService:
         return self.sdir.publish(temp, header.index, header.term)
 
     async def _compact(self, ref: SnapshotRef) -> None:
-        self._snapshot_at(ref.index)
-        # applies up to ref.index must be durable before the log that replays them goes
+        await self._compact_to(ref.index)
+        await trio.to_thread.run_sync(self.sdir.prune, self.config.snapshot_keep)
+
+    async def _compact_to(self, index: int) -> None:
+        """Sync the applies up to ``index`` (the log that replays them is about to go),
+        then have the raft loop compact to ``index - snapshot_catchup_entries``. Not under
+        the lock: the raft loop may be waiting on an install (a full apply channel) while
+        the events channel is full."""
+        self._snapshot_at(index)
         await trio.to_thread.run_sync(self.store.sync)
-        target = ref.index - self.config.snapshot_catchup_entries
+        target = index - self.config.snapshot_catchup_entries
         if target > 0:
             await self._events.send(CompactLog(target))
-        await trio.to_thread.run_sync(self.sdir.prune, self.config.snapshot_keep)
 
     def compact(self, core: RawNode, index: int) -> list[Entry]:
         """Raft loop (it owns ``core``): the synced applied state covers ``index``; drop
         the log up to it, store first (a failure leaves a longer log, nothing worse). Returns the
         entries dropped from memory, for the caller to free a slice at a time."""
-        # the state machine may be a batch ahead of the core's applied index (the core
-        # counts a batch applied when its Ready is advanced, which on a leader waits for
-        # the Ready's own write): compact no further than both
-        index = min(index, core.status.applied)
+        # No further than either applied index. The state machine can be a batch ahead
+        # of the core's (the core counts a batch applied when its Ready is advanced, which
+        # on a leader waits for the Ready's own write), and behind it while batches wait
+        # for the apply task.
+        index = min(index, core.status.applied, self._applied())
         if self.installing or index <= core.log_start[0]:
             return []  # (an install replaces the whole log anyway)
         voters, membership = self._config_at(index)
