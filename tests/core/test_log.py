@@ -117,19 +117,25 @@ def test_durability_markers_survive_truncation_during_a_persist() -> None:
     log.accept_unstable()
     assert log.unstable_entries() == ()
     log.append(ents(2, start=3))  # conflict at 3 while 2..4 are being persisted
-    log.stable_to(4)  # the shell reports the old batch durable
-    assert log.stabled == 2
+    log.written_to(4)  # the shell reports the old batch written ...
+    log.stable_to(4)  # ... and durable
+    assert log.written == log.stabled == 2
     assert [(e.index, e.term) for e in log.unstable_entries()] == [(3, 2)]
 
 
-def test_committed_entries_wait_for_local_durability() -> None:
-    """Only committed entries that are durable here are handed to the state machine."""
+def test_committed_entries_wait_until_written_here() -> None:
+    """Only committed entries written here are handed to the state machine; written is
+    enough (an apply is written after them), durable is not needed; and nothing counts as
+    durable beyond what was written."""
     log = RaftLog(ents(1, 1))
     log.append(ents(1, 1, start=3))
     log.commit_to(4)
     assert [e.index for e in log.next_committed_entries()] == [1, 2]
     log.accept_unstable()
-    log.stable_to(4)
+    log.stable_to(4)  # a sync reported before the write: counts for nothing
+    assert log.stabled == 2
+    log.written_to(4)
+    assert log.stabled == 2
     assert [e.index for e in log.next_committed_entries()] == [1, 2, 3, 4]
     log.applied_to(4)
     assert not log.has_next_committed_entries()

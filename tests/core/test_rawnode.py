@@ -14,6 +14,7 @@ from wire.messages import (
     AppendEntries,
     AppendEntriesResponse,
     Entry,
+    EntryKind,
     HardState,
     Heartbeat,
     HeartbeatResponse,
@@ -226,3 +227,96 @@ def test_non_voter_never_campaigns() -> None:
     node.campaign()
     assert node.status.role is Role.FOLLOWER
     assert not any(isinstance(m, RequestVote) for m in node.ready().messages)
+
+
+# --- unsynced leader writes: advance(synced=False) + synced() ----------------------------
+
+
+def _leader_with_unsynced_entry() -> tuple[RawNode, int]:
+    """Node 1 leads three voters and has written entry 2 without syncing it."""
+    net = Network.create(3)
+    net.elect(1)
+    leader = net.nodes[1]
+    term = leader.status.term
+    leader.propose(b"a")
+    rd = leader.ready()
+    assert [e.index for e in rd.entries] == [2]
+    leader.advance(rd, synced=False)
+    return leader, term
+
+
+def _ack(leader: RawNode, src: int, term: int, index: int) -> None:
+    leader.step(AppendEntriesResponse(src=src, dst=1, term=term, success=True, index=index))
+
+
+def test_an_unsynced_leader_entry_commits_on_two_followers_and_is_applied() -> None:
+    """Thesis §10.2.1: two durable followers are a quorum of three without the leader's
+    own copy; the entry is then applied although the leader has not synced it (written is
+    enough), and the leader's own match moves only with ``synced``."""
+    leader, term = _leader_with_unsynced_entry()
+    assert leader.unsynced() == (2, term)
+    assert leader.durable_index == 1
+    _ack(leader, 2, term, 2)
+    assert leader.commit == 1  # the leader's unsynced copy does not count
+    _ack(leader, 3, term, 2)
+    assert leader.commit == 2
+    rd = leader.ready()
+    assert [e.data for e in rd.committed_entries] == [b"a"]
+    leader.advance(rd, synced=False)  # (a synced advance would cover every earlier write)
+    assert leader.progress()[1] == 1
+    leader.synced(2, term)
+    assert leader.progress()[1] == 2 and leader.unsynced() is None
+
+
+def test_an_unsynced_leader_entry_counts_once_synced() -> None:
+    leader, term = _leader_with_unsynced_entry()
+    _ack(leader, 2, term, 2)
+    assert leader.commit == 1
+    leader.synced(2, term)
+    assert leader.commit == 2 and leader.durable_index == 2
+
+
+def test_a_sync_of_a_replaced_entry_counts_for_nothing() -> None:
+    """The leader loses its term while entry 2 is unsynced; the new leader's entry 2
+    replaces it. The old sync, reported late, must not make the replacement durable."""
+    leader, term = _leader_with_unsynced_entry()
+    leader.step(
+        AppendEntries(
+            src=2,
+            dst=1,
+            term=term + 1,
+            prev_index=1,
+            prev_term=term,
+            entries=(Entry(term + 1, 2, EntryKind.NORMAL, b"b"),),
+            commit=1,
+        )
+    )
+    rd = leader.ready()
+    assert [(e.index, e.term) for e in rd.entries] == [(2, term + 1)]
+    leader.synced(2, term)  # late: the sync of the replaced entry
+    assert leader.durable_index == 1
+    leader.advance(rd)  # written and synced: the follower's Ready
+    assert leader.durable_index == 2
+
+
+@pytest.mark.parametrize("why", ["vote", "ack"])
+def test_advance_unsynced_is_refused_when_messages_wait_for_the_sync(why: str) -> None:
+    if why == "vote":
+        node = make_node(1, (1, 2, 3), pre_vote=False)
+        node.campaign()  # a new term and a self vote: must be durable before the requests
+    else:
+        node = make_node(3, (1, 2, 3), hard_state=HardState(term=1), entries=ents(1))
+        node.step(
+            AppendEntries(
+                src=1,
+                dst=3,
+                term=1,
+                prev_index=1,
+                prev_term=1,
+                entries=tuple(ents(1, start=2)),
+                commit=1,
+            )
+        )
+    rd = node.ready()
+    with pytest.raises(RuntimeError, match="synced=False"):
+        node.advance(rd, synced=False)

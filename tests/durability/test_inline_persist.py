@@ -53,11 +53,12 @@ class ThreadNotingStore(RecordingStore):
 async def test_followers_sync_in_the_loop_and_the_leader_on_its_thread() -> None:
     leader, stores = await _run(slow=set())
     print({n: dict(s.where) for n, s in stores.items()}, "leader", leader)
+    # About one sync per put (a follower may take two appends in one turn, one sync).
     for node, s in stores.items():
         if node == leader:
-            assert s.where[SYNC_THREAD] >= 40 and s.where[MAIN] == 0, s.where
+            assert s.where[SYNC_THREAD] >= 30 and s.where[MAIN] == 0, s.where
         else:
-            assert s.where[MAIN] >= 40 and s.where[SYNC_THREAD] == 0, s.where
+            assert s.where[MAIN] >= 30 and s.where[SYNC_THREAD] == 0, s.where
 
 
 async def test_a_slow_disk_is_synced_off_the_trio_thread() -> None:
@@ -66,7 +67,7 @@ async def test_a_slow_disk_is_synced_off_the_trio_thread() -> None:
     for node, s in stores.items():
         if node != leader:
             # at most one slow sync ran in the loop before the node learned the disk is slow
-            assert s.where[MAIN] <= 1 and s.where[SYNC_THREAD] >= 39, s.where
+            assert s.where[MAIN] <= 1 and s.where[SYNC_THREAD] >= 30, s.where
             assert MAIN not in s.order[1:], s.order
 
 

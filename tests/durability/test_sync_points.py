@@ -74,7 +74,7 @@ async def test_acks_and_votes_follow_the_syncs_that_cover_them(
 async def test_checker_catches_acks_sent_before_the_sync(monkeypatch: pytest.MonkeyPatch) -> None:
     """PLANTED BUG: the sync rule says no Ready needs a sync, so acks and votes leave
     with nothing synced under them (on both paths: inline and the persist task's)."""
-    monkeypatch.setattr(Persister, "must_sync", lambda self, rd: False)
+    monkeypatch.setattr(Persister, "must_sync", lambda self, rd, unsynced: False)
     log = EventLog()
     record_sends(monkeypatch, log)
     cfgs = configs(3)

@@ -11,7 +11,8 @@ checked incrementally after every simulation step.
 - Leader completeness: a leader holds every entry that was committed before its term.
 - State machine safety: every node applies the same entry at an index, in index order.
 - Monotonic terms and commit indexes: per node in memory (per incarnation) and on disk.
-- Durability: a granted vote or an append acknowledgement leaves only once it is durable.
+- Durability: a granted vote or an append acknowledgement leaves only once it is durable,
+  and a leader counts its own copy toward a commit only once it is durable.
 - Client safety: an acknowledged proposal is the entry committed at its index, and no value
   is applied at two indexes (applied once).
 - Linearizable reads: a ReadIndex or lease read issued after a write was acknowledged reads
@@ -109,6 +110,13 @@ class Checker:
             self._check_log_matching(i, raft.log._entries, w)
             self._record_commits(i, raft.log, raft.term, w)
             if raft.role is Role.LEADER:
+                me = raft.prs.get(i)
+                if me is not None and me.match > len(sn.disk.entries):
+                    self.fail(
+                        "durable self count",
+                        f"leader {i} counts itself at index {me.match} with "
+                        f"{len(sn.disk.entries)} entries durable",
+                    )
                 self._check_leader(i, raft.term, raft.log, w)
                 leading[i] = raft.term
             else:

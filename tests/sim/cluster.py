@@ -5,11 +5,16 @@ persist of ``hard_state`` + ``entries`` takes simulated time, and only when it i
 ``persisted_messages`` sent, ``committed_entries`` applied and ``advance`` called. One
 ``Ready`` is outstanding at a time, so persists happen in order.
 
+A leader's Ready (no ``persisted_messages``, no new term or vote) is written unsynced at
+once, as the real node does: ``advance(rd, synced=False)``, the next Ready may follow at
+once, and a sync of everything written so far completes later (``synced``).
+
 A crash loses everything in memory. The ``Disk`` keeps what reached it: the hard state and
-log written by completed persists (a crash during a persist either loses that write or lets
-it complete, without the messages or ``advance`` that follow it), and the state machine as
-of its last sync (applies are written unsynced, as in the real node, and may be lost: the
-log replays them after the restart).
+log written by completed persists and syncs (a crash during a persist either loses that
+write or lets it complete, without the messages or ``advance`` that follow it), a prefix
+(perhaps empty) of the unsynced writes after the last sync, and the state machine as of
+its last sync (applies are written unsynced, as in the real node, and may be lost: the log
+replays them after the restart; a state-machine sync syncs the log writes before it too).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ class Host(Protocol):
 
     def send(self, msg: Message) -> None: ...
     def schedule_persist(self, node: SimNode, delay: int) -> None: ...
+    def schedule_sync(self, node: SimNode, delay: int, index: int, term: int) -> None: ...
     def on_apply(self, node: SimNode, entry: Entry) -> None: ...
     def on_durable_send(self, node: SimNode, msg: Message) -> None: ...
     def on_read_state(self, node: SimNode, context: int, index: int) -> None: ...
@@ -45,8 +51,25 @@ class Disk:
     entries: list[Entry] = field(default_factory=list)
     sm: list[Entry] = field(default_factory=list)  # applied entries, in index order
     synced_sm: int = 0  # len(sm) as of the last state-machine sync
+    unsynced: list[Ready] = field(default_factory=list)  # written after the last sync
 
     def write(self, rd: Ready) -> None:
+        """Write ``rd`` and sync: every earlier write is durable with it."""
+        self.sync()
+        self._replay(rd)
+
+    def sync(self) -> None:
+        for rd in self.unsynced:
+            self._replay(rd)
+        self.unsynced.clear()
+
+    def crash(self, keep: int) -> None:
+        """Power loss: the first ``keep`` unsynced writes survive, the rest are lost."""
+        for rd in self.unsynced[:keep]:
+            self._replay(rd)
+        self.unsynced.clear()
+
+    def _replay(self, rd: Ready) -> None:
         if rd.entries:
             first = rd.entries[0].index
             if first > len(self.entries) + 1:
@@ -75,6 +98,7 @@ class SimNode:
         self.node: RawNode | None = None
         self.incarnation = 0
         self.outstanding: Ready | None = None
+        self.syncing = False  # a sync of unsynced writes is under way
         self.pending: dict[int, Pending] = {}  # index -> proposal, this incarnation only
         self.start()
 
@@ -99,21 +123,27 @@ class SimNode:
             fresh_start=self.incarnation == 1,
         )
         self.outstanding = None
+        self.syncing = False
         self.pending = {}
 
     def crash(self, host: Host) -> str:
         """Lose memory; an outstanding persist may or may not have reached the disk."""
         how = "idle"
+        d = self.disk
         if self.outstanding is not None:
             if host.rng.random() < 0.5:
-                self.disk.write(self.outstanding)
+                d.write(self.outstanding)
                 how = "persist completed, nothing sent"
             else:
                 how = "persist lost"
-        d = self.disk
+        if d.unsynced:
+            keep = host.rng.choice((0, host.rng.randint(0, len(d.unsynced))))
+            how += f", {keep} of {len(d.unsynced)} unsynced writes kept"
+            d.crash(keep)
         del d.sm[d.synced_sm :]  # unsynced applies are lost; the log replays them
         self.node = None
         self.outstanding = None
+        self.syncing = False
         self.pending = {}
         return how
 
@@ -138,15 +168,53 @@ class SimNode:
             host.send(m)
         if rd.hard_state is None and not rd.entries:
             self.finish_persist(host)  # nothing to write: no disk round trip
+        elif self.may_write_unsynced(rd):
+            self.disk.unsynced.append(rd)
+            self.finish_persist(host, synced=False)
         else:
             host.schedule_persist(self, host.rng.randint(1, 6))
 
-    def finish_persist(self, host: Host) -> None:
+    def may_write_unsynced(self, rd: Ready) -> bool:
+        """As ``Persister.write_unsynced``: nothing in the Ready waits for the sync."""
+        hs, durable = rd.hard_state, self.disk.hard_state
+        return (
+            bool(rd.entries)
+            and not rd.persisted_messages
+            and (hs is None or (hs.term, hs.vote) == (durable.term, durable.vote))
+        )
+
+    def start_sync(self, host: Host) -> None:
+        """Sync the unsynced writes, unless a sync is under way (it starts the next)."""
+        node = self.node
+        if node is None or self.syncing or (target := node.unsynced()) is None:
+            return
+        self.syncing = True
+        host.schedule_sync(self, host.rng.randint(1, 6), *target)
+
+    def finish_sync(self, host: Host, index: int, term: int) -> None:
+        node = self.node
+        assert node is not None
+        self.disk.sync()
+        self.syncing = False
+        host.trace("%d synced up to %d (term %d)", self.id, index, term)
+        node.synced(index, term)
+        self.start_sync(host)
+        self.pump(host)
+
+    def finish_persist(self, host: Host, *, synced: bool = True) -> None:
         rd = self.outstanding
         node = self.node
         assert rd is not None and node is not None
-        self.disk.write(rd)
-        if rd.hard_state is not None or rd.entries:
+        if synced:
+            self.disk.write(rd)
+        if not synced:
+            host.trace(
+                "%d wrote unsynced entries %d..%d",
+                self.id,
+                rd.entries[0].index,
+                rd.entries[-1].index,
+            )
+        elif rd.hard_state is not None or rd.entries:
             hs = describe.hard_state(rd.hard_state) if rd.hard_state else "hard state unchanged"
             ents = f"entries {rd.entries[0].index}..{rd.entries[-1].index}" if rd.entries else ""
             host.trace("%d persisted %s", self.id, ", ".join(x for x in (hs, ents) if x))
@@ -160,11 +228,14 @@ class SimNode:
             d.sm.append(e)
             host.on_apply(self, e)
         if rd.committed_entries and host.rng.random() < 0.3:
+            d.sync()  # one WAL: the log writes before the applies become durable too
             d.synced_sm = len(d.sm)
         for rs in rd.read_states:
             host.on_read_state(self, rs.context, rs.index)
         self.outstanding = None
-        node.advance(rd)
+        node.advance(rd, synced=synced)
+        if not synced:
+            self.start_sync(host)
         self.pump(host)
 
     def propose(self, host: Host, client: int, value: bytes) -> tuple[str, int]:

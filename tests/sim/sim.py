@@ -37,7 +37,7 @@ from wire.errors import InvalidRequest, NotLeader, ProposalDropped
 from wire.messages import Entry, Message
 
 TRACE_EVENTS = 200
-TICK, DELIVER, PERSIST, CLIENT, FAULT, RESTART, CRASH = range(7)
+TICK, DELIVER, PERSIST, CLIENT, FAULT, RESTART, CRASH, SYNC = range(8)
 FAULTS = (
     ("partition", 4),
     ("heal", 3),
@@ -168,6 +168,9 @@ class Simulation:
     def schedule_persist(self, node: SimNode, delay: int) -> None:
         self._push(self.now + delay, PERSIST, node.id, node.incarnation)
 
+    def schedule_sync(self, node: SimNode, delay: int, index: int, term: int) -> None:
+        self._push(self.now + delay, SYNC, (node.id, index, term), node.incarnation)
+
     def on_apply(self, node: SimNode, entry: Entry) -> None:
         self.checker.on_apply(node.id, entry)
         p = node.pending.pop(entry.index, None)
@@ -252,6 +255,8 @@ class Simulation:
             touched = (a,)
         elif kind == DELIVER:
             touched = (a.dst,)  # type: ignore[attr-defined]
+        elif kind == SYNC:
+            touched = (a[0],)  # type: ignore[index]
         elif kind == CLIENT:
             assert isinstance(a, int)
             touched = (self.clients[a - 1].leader,)
@@ -269,6 +274,11 @@ class Simulation:
             sn = self.nodes[a]
             if sn.up and sn.incarnation == b and sn.outstanding is not None:
                 sn.finish_persist(self)
+        elif kind == SYNC:
+            node_id, index, term = a  # type: ignore[misc]
+            sn = self.nodes[node_id]
+            if sn.up and sn.incarnation == b and sn.syncing:
+                sn.finish_sync(self, index, term)
         elif kind == CLIENT:
             self.client_step(self.clients[a - 1])  # type: ignore[index]
         elif kind == FAULT:

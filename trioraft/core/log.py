@@ -8,9 +8,14 @@ whose term is ``snapshot_term``.
 Markers and their invariants::
 
     first_index - 1 <= applied <= committed <= last_index     (committed never decreases)
-    applied <= stabled <= in_progress <= last_index
+    applied <= written <= in_progress <= last_index
+    stabled <= written
 
-- ``stabled``: the shell confirmed (``advance``) that entries up to here are durable.
+- ``stabled``: the shell confirmed that entries up to here are durable (``advance`` of a
+  synced Ready, or ``synced``).
+- ``written``: the shell wrote entries up to here, in order, though perhaps not synced yet:
+  any later write (an apply) reaches the disk after them, so a crash cannot keep the later
+  write without them. Committed entries are applied up to here.
 - ``in_progress``: entries up to here were handed to the shell in a ``Ready``.
 - ``applied``: entries up to here were handed to the state machine and advanced.
 """
@@ -38,6 +43,7 @@ class RaftLog:
         "on_append",
         "snapshot_term",
         "stabled",
+        "written",
     )
 
     def __init__(
@@ -68,6 +74,7 @@ class RaftLog:
         self.committed = committed
         self.applied = applied
         self.stabled = last
+        self.written = last
         self.in_progress = last
         # Called after every append with the entries that replaced the log from their first
         # index on (Raft follows configuration entries with it: trioraft.core.membership).
@@ -165,6 +172,7 @@ class RaftLog:
             raise CoreInvariantError(f"gap: appending {first} after last {self.last_index}")
         del self._entries[first - self.first_index :]
         self.stabled = min(self.stabled, first - 1)
+        self.written = min(self.written, first - 1)
         self.in_progress = min(self.in_progress, first - 1)
         self._entries.extend(entries)
         if self.on_append is not None:
@@ -208,21 +216,25 @@ class RaftLog:
         """The shell took ``unstable_entries()``; do not hand them out again."""
         self.in_progress = self.last_index
 
-    def stable_to(self, index: int) -> None:
-        """The shell made entries up to ``index`` (as handed out) durable.
+    def written_to(self, index: int) -> None:
+        """The shell wrote entries up to ``index`` (as handed out), perhaps unsynced.
 
         If part of what was handed out was truncated meanwhile, ``in_progress`` was lowered
-        with it, so only the still-valid prefix counts as durable; the replacement entries
-        will be handed out again.
+        with it, so only the still-valid prefix counts; the replacement entries will be
+        handed out again.
         """
-        self.stabled = max(self.stabled, min(index, self.in_progress))
+        self.written = max(self.written, min(index, self.in_progress))
+
+    def stable_to(self, index: int) -> None:
+        """The shell made entries up to ``index`` durable (at most what it wrote)."""
+        self.stabled = max(self.stabled, min(index, self.written))
 
     def next_committed_entries(self) -> tuple[Entry, ...]:
-        """Entries that are committed and durable here but not yet applied."""
-        return self.slice(self.applied + 1, min(self.committed, self.stabled) + 1)
+        """Entries that are committed and written here but not yet applied."""
+        return self.slice(self.applied + 1, min(self.committed, self.written) + 1)
 
     def has_next_committed_entries(self) -> bool:
-        return min(self.committed, self.stabled) > self.applied
+        return min(self.committed, self.written) > self.applied
 
     # --- compaction (§7) -------------------------------------------------------------
 
@@ -258,7 +270,7 @@ class RaftLog:
         self._entries = []
         self.first_index = index + 1
         self.snapshot_term = term
-        self.committed = self.applied = self.stabled = self.in_progress = index
+        self.committed = self.applied = self.stabled = self.written = self.in_progress = index
 
     def applied_to(self, index: int) -> None:
         if not self.applied <= index <= self.committed:

@@ -47,6 +47,13 @@ class RawNode:
     - ``advance(rd)`` means: ``rd.hard_state`` and ``rd.entries`` are durable and
       ``rd.committed_entries`` were handed to the state machine. Only then does the leader
       count its own entries toward a commit quorum and a candidate count its own vote.
+    - ``advance(rd, synced=False)`` (a leader's Ready; see ``Ready``) means: ``rd.entries``
+      were *written*, in order before any later write, but not synced. The next Ready may
+      be taken at once and applies committed entries up to what is written: an apply
+      written after the entries cannot outlive them in a crash. The leader counts its own
+      entries only once ``synced(index, term)`` says the sync is done, so a commit always
+      rests on a quorum of durable copies (thesis §10.2.1: the leader may commit before
+      its own write is durable, if enough followers have theirs).
     - Same inputs and the same ``rng`` state give the same outputs: nothing else is read.
     """
 
@@ -118,6 +125,8 @@ class RawNode:
         self._prev_hard = HardState(hard_state.term, hard_state.vote, commit)
         self._durable_hard = self._prev_hard
         self._outstanding: Ready | None = None
+        # TEST-ONLY planted bug (CoreConfig.planted_bugs): unsynced entries count as durable
+        self._bug_count_unsynced = "count_unsynced_self" in config.planted_bugs
 
     # --- inputs --------------------------------------------------------------------------
 
@@ -282,19 +291,57 @@ class RawNode:
         self._outstanding = rd
         return rd
 
-    def advance(self, ready: Ready) -> None:
-        """``ready`` (the last one returned) is persisted and its entries handed to apply."""
+    def advance(self, ready: Ready, *, synced: bool = True) -> None:
+        """``ready`` (the last one returned) is persisted and its entries handed to apply.
+
+        ``synced=False``: its entries are written but not yet durable (see the class
+        docstring); allowed only for a Ready with no ``persisted_messages``, no snapshot
+        and no term or vote to make durable (``RuntimeError`` otherwise).
+        """
         if ready is not self._outstanding:
             raise RuntimeError("advance() needs the Ready returned by the last ready()")
+        hs, durable = ready.hard_state, self._durable_hard
+        if not synced and (
+            ready.persisted_messages
+            or ready.snapshot is not None
+            or (hs is not None and (hs.term, hs.vote) != (durable.term, durable.vote))
+        ):
+            raise RuntimeError("advance(synced=False) of a Ready whose messages need the sync")
         self._outstanding = None
         log = self._raft.log
         if ready.entries:
-            log.stable_to(ready.entries[-1].index)
-        if ready.hard_state is not None:
-            self._durable_hard = ready.hard_state
+            log.written_to(ready.entries[-1].index)
+        if synced or self._bug_count_unsynced:
+            log.stable_to(log.written)  # the sync covers every write before it too
+            if hs is not None:
+                self._durable_hard = hs
         if ready.committed_entries and ready.committed_entries[-1].index > log.applied:
             log.applied_to(ready.committed_entries[-1].index)  # (a restore may have passed it)
         self._raft.on_advance(self._durable_hard)
+
+    def synced(self, index: int, term: int) -> None:
+        """A sync that began after the entry ``(index, term)`` was written is done: the
+        entries up to it are durable. Ignored if the log no longer holds that entry (it was
+        replaced meanwhile: the replacement is covered by a sync of its own). May be called
+        while a Ready is outstanding."""
+        log = self._raft.log
+        if index <= log.written and log.term_at(index) == term:
+            log.stable_to(index)
+            self._raft.on_advance(self._durable_hard)
+
+    def unsynced(self) -> tuple[int, int] | None:
+        """``(index, term)`` of the last entry written but not known durable; None if none."""
+        log = self._raft.log
+        if log.written <= log.stabled:
+            return None
+        term = log.term_at(log.written)
+        assert term is not None
+        return log.written, term
+
+    @property
+    def durable_index(self) -> int:
+        """The last log index known durable here (compaction stops there)."""
+        return self._raft.log.stabled
 
     # --- queries -------------------------------------------------------------------------
 

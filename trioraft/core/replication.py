@@ -71,8 +71,11 @@ def handle_heartbeat_response(r: Raft, m: HeartbeatResponse, pr: Progress) -> No
     pr.probe_sent = False
     if pr.state is ProgressState.REPLICATE and pr.inflights.full():
         pr.inflights.free_first_one()  # the follower is alive: let one message through
-    if pr.match < r.log.last_index:  # lazy: nothing to send if all is in flight already
-        send_append(r, m.src, send_if_empty=not r.config.lazy_commit)
+    if pr.match < r.log.last_index:
+        # Even with everything in flight, an (empty) append: if the last one was lost, the
+        # follower rejects this one and the leader backs up and resends. Lazy commit must
+        # not skip it: with no later proposal, nothing else would find the loss.
+        send_append(r, m.src)
     if m.context:
         r.readonly.ack(m.src, m.context)
         r.read_states.extend(r.readonly.release(r.voters))

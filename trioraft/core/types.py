@@ -30,6 +30,7 @@ PLANTED_BUGS = frozenset(
         "commit_old_term",  # count replicas for entries of earlier terms (Figure 8, §5.4.2)
         "skip_up_to_date_check",  # grant votes without the election restriction (§5.4.1)
         "forget_vote_persist",  # keep a vote for another node only in memory (Figure 2)
+        "count_unsynced_self",  # a leader counts its own entries before they are synced
     }
 )
 # TEST-ONLY, caught by the membership simulator (tests/sim/membership.py), not the static one.
@@ -162,6 +163,11 @@ class Ready:
     4. Hand ``committed_entries`` to the state machine, in order.
     5. Serve each of ``read_states`` once applied >= its index.
     6. Call ``RawNode.advance(ready)`` with this very object.
+
+    A Ready whose only durability need is its entries (no ``persisted_messages``, no new
+    term or vote, no ``snapshot``: a leader's) may instead be written without a sync and
+    advanced with ``advance(ready, synced=False)``; the shell syncs later and reports it
+    with ``RawNode.synced`` (etcd's asynchronous storage writes; see ``RawNode``).
 
     Snapshots (§7): ``snapshot`` is set when the core accepted an ``InstallSnapshot``:
     install that snapshot's data (atomically, with its applied index) after the committed

@@ -1,8 +1,8 @@
 """What the raft-loop task receives on its inbox besides peer messages, and ``LeaderInfo``.
 
 The inbox is one bounded memory channel: client requests (``Propose``, ``ReadIndex``), the
-persist task's reports (``Persisted``) and the peers' messages share it, so a full inbox is
-back-pressure on all of them (client requests are answered ``Busy``).
+persist task's reports (``Persisted``, ``Synced``) and the peers' messages share it, so a
+full inbox is back-pressure on all of them (client requests are answered ``Busy``).
 """
 
 from __future__ import annotations
@@ -37,6 +37,17 @@ class ReadIndex:
 
 @dataclass(frozen=True, slots=True)
 class Persisted:
-    """The persist task made ``ready`` durable (and sent the messages that waited for it)."""
+    """The persist task made ``ready`` durable (and sent the messages that waited for it);
+    ``synced``: everything written before it is durable too (``RawNode.advance``)."""
 
     ready: Ready
+    synced: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Synced:
+    """To the persist task: sync every write so far; then back to the raft loop: done.
+    ``(index, term)``: the last entry written before the sync began (``RawNode.synced``)."""
+
+    index: int
+    term: int

@@ -44,7 +44,7 @@ from trioraft.kv.commands import Command, InSession, Limits, RegisterSession, en
 from trioraft.kv.state_machine import KVStateMachine
 from trioraft.node.bootstrap import JoinResult, check_flags, recover
 from trioraft.node.clients import ClientServer, Replier, Send, dispatch
-from trioraft.node.events import LeaderInfo, Persisted, Propose, ReadIndex
+from trioraft.node.events import LeaderInfo, Persisted, Propose, ReadIndex, Synced
 from trioraft.node.lease import LeaseTracker
 from trioraft.node.membership import CoreCall, MembershipService
 from trioraft.node.notify import WatchedValue
@@ -151,11 +151,16 @@ class Node:
         self._waiters = Waiters()
         self._leader = WatchedValue[LeaderInfo | None](None)
         self._inbox_send, self._inbox = trio.open_memory_channel[Any](INBOX_SIZE)
-        self._persist_send, self._persist_recv = trio.open_memory_channel[Ready](1)
+        # one Ready (``_persisting``) and one sync (``_syncing``) at most
+        # (the Ready, the last entry written unsynced before it)
+        self._persist_send, self._persist_recv = trio.open_memory_channel[
+            tuple[Ready, tuple[int, int] | None] | Synced
+        ](2)
         self._apply_send, self._apply_recv = trio.open_memory_channel[
             tuple[Entry, ...] | InstallRequest
         ](APPLY_QUEUE)
         self._persisting = False
+        self._syncing = False
         self._persister = Persister(config.node_id, store, self._storage, state.hard_state)
         self._apply_queued = 0  # batches and installs handed to the apply task, not yet done
         self._read_group: ReadGroup | None = None  # reads the raft loop has not taken yet
@@ -406,7 +411,11 @@ class Node:
                 self._waiters.cancel_read(ctx)
                 event.read.fail(exc)
         elif isinstance(event, Persisted):
-            self._finish_ready(event.ready)
+            self._finish_ready(event)
+        elif isinstance(event, Synced):
+            self._core.synced(event.index, event.term)
+            self._syncing = False
+            self._start_sync()
         elif isinstance(event, CompactLog):
             if self._snapshots is not None:  # the raft loop owns the core
                 self._garbage += self._snapshots.compact(self._core, event.index)
@@ -436,10 +445,16 @@ class Node:
         # A Ready that holds up nothing (a follower's, see Persister.write_now) is written
         # first, so that its acknowledgements leave before the committed entries are
         # applied: they do not wait for the apply, which needs nothing from this write.
+        # A leader's is written unsynced: the next sync counts it (Persister.write_unsynced).
+        unsynced = self._core.unsynced()  # earlier writes not synced yet
         nothing = not rd.entries and rd.hard_state is None and rd.snapshot is None
+        synced = False
         if nothing and not rd.persisted_messages:
             written = True
-        elif written := self._persister.write_now(rd):
+        elif written := self._persister.write_unsynced(rd):
+            pass
+        elif written := self._persister.write_now(rd, unsynced):
+            synced = self._persister.synced_all(rd, unsynced)
             self._transport.send(rd.persisted_messages)
         if rd.committed_entries:
             # Already durable here (the core's contract): apply while this Ready persists;
@@ -453,10 +468,18 @@ class Node:
             self._apply_queued += 1
             await self._apply_send.send(InstallRequest(rd.snapshot, self._install_done))
         if written:
-            self._core.advance(rd)
+            self._core.advance(rd, synced=synced)
+            self._start_sync()
             return
         self._persisting = True
-        self._persist_send.send_nowait(rd)  # capacity 1; only one Ready is ever in flight
+        self._persist_send.send_nowait((rd, unsynced))  # only one Ready is ever in flight
+
+    def _start_sync(self) -> None:
+        """Have the persist task sync the writes left unsynced, unless a sync is under way
+        (its end starts the next): one sync covers every write before it (group commit)."""
+        if not self._syncing and (target := self._core.unsynced()) is not None:
+            self._syncing = True
+            self._persist_send.send_nowait(Synced(*target))
 
     def _step_down_for_storage(self) -> None:
         """Storage fails: lead no more (nothing can be acknowledged), and tick no more so as
@@ -466,8 +489,8 @@ class Node:
             self._leader.set(None)
             self._waiters.fail_unconfirmed_reads(0)
 
-    def _finish_ready(self, rd: Ready) -> None:
-        self._core.advance(rd)
+    def _finish_ready(self, done: Persisted) -> None:
+        self._core.advance(done.ready, synced=done.synced)
         self._persisting = False
 
     def _on_soft_state(self, ss: SoftState) -> None:
@@ -486,14 +509,20 @@ class Node:
 
     # --- persist: the task that writes the leader's log (trioraft/node/persist.py) ---
     async def _persist_loop(self) -> None:
-        """Write each Ready the raft loop did not write inline, then send its acks."""
+        """Write each Ready the raft loop did not write inline, then send its acks; sync
+        the writes the raft loop left unsynced."""
         assert self._transport is not None
-        async for rd in self._persist_recv:
+        async for item in self._persist_recv:
+            if isinstance(item, Synced):
+                await self._persister.sync(item.index, item.term)  # retried (StorageGuard)
+                await self._inbox_send.send(item)
+                continue
+            rd, unsynced = item
             if rd.snapshot is not None and self._install_done is not None:
                 await self._install_done.wait()  # the snapshot's data first, then its ack
-            await self._persister.write(rd)  # retried until it succeeds (StorageGuard)
+            await self._persister.write(rd, unsynced)  # retried until it succeeds
             self._transport.send(rd.persisted_messages)
-            await self._inbox_send.send(Persisted(rd))
+            await self._inbox_send.send(Persisted(rd, self._persister.synced_all(rd, unsynced)))
 
     # --- apply: the only task that writes the state machine ---
     async def _apply_loop(self) -> None:

@@ -364,8 +364,9 @@ class SnapshotService:
         # No further than either applied index. The state machine can be a batch ahead
         # of the core's (the core counts a batch applied when its Ready is advanced, which
         # on a leader waits for the Ready's own write), and behind it while batches wait
-        # for the apply task.
-        index = min(index, core.status.applied, self._applied())
+        # for the apply task. And no further than the log is durable: a leader applies
+        # entries it has written but not yet synced (Persister.write_unsynced).
+        index = min(index, core.status.applied, self._applied(), core.durable_index)
         if self.installing or index <= core.log_start[0]:
             return []  # (an install replaces the whole log anyway)
         voters, membership = self._config_at(index)
