@@ -320,3 +320,22 @@ def test_advance_unsynced_is_refused_when_messages_wait_for_the_sync(why: str) -
     rd = node.ready()
     with pytest.raises(RuntimeError, match="synced=False"):
         node.advance(rd, synced=False)
+
+
+def test_an_apply_only_ready_leaves_new_entries_and_state_for_the_next_one() -> None:
+    """While its sync runs, a leader applies what the followers committed (apply_only)
+    but holds its next batch: new entries and the commit index wait for a full Ready."""
+    leader, term = _leader_with_unsynced_entry()
+    leader.propose(b"b")  # the next batch, held
+    assert not leader.has_ready(apply_only=True)
+    _ack(leader, 2, term, 2)
+    _ack(leader, 3, term, 2)
+    assert leader.has_ready(apply_only=True)
+    rd = leader.ready(apply_only=True)
+    assert [e.data for e in rd.committed_entries] == [b"a"]
+    assert rd.entries == () and rd.hard_state is None and rd.persisted_messages == ()
+    # (the acks may have sent "b" on already: a leader may replicate before it writes)
+    leader.advance(rd, synced=False)
+    assert leader.status.applied == 2
+    full = leader.ready()
+    assert [e.data for e in full.entries] == [b"b"] and full.hard_state is not None

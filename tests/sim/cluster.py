@@ -6,8 +6,8 @@ persist of ``hard_state`` + ``entries`` takes simulated time, and only when it i
 ``Ready`` is outstanding at a time, so persists happen in order.
 
 A leader's Ready (no ``persisted_messages``, no new term or vote) is written unsynced at
-once, as the real node does: ``advance(rd, synced=False)``, the next Ready may follow at
-once, and a sync of everything written so far completes later (``synced``).
+once, as the real node does: ``advance(rd, synced=False)``, and a sync of everything written
+so far completes later (``synced``); meanwhile only ``ready(apply_only=True)`` is taken.
 
 A crash loses everything in memory. The ``Disk`` keeps what reached it: the hard state and
 log written by completed persists and syncs (a crash during a persist either loses that
@@ -152,9 +152,13 @@ class SimNode:
     def pump(self, host: Host) -> None:
         """Take the next Ready if none is outstanding: send, then start its persist."""
         node = self.node
-        if node is None or self.outstanding is not None or not node.has_ready():
+        if node is None or self.outstanding is not None:
             return
-        rd = node.ready()
+        # As the node: while a sync runs, only what needs no write (the next batch waits).
+        apply_only = self.syncing
+        if not node.has_ready(apply_only=apply_only):
+            return
+        rd = node.ready(apply_only=apply_only)
         self.outstanding = rd
         if rd.soft_state is not None:
             host.trace(

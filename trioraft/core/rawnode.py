@@ -246,10 +246,13 @@ class RawNode:
     def _soft_state(self) -> SoftState:
         return SoftState(leader_id=self._raft.lead, role=self._raft.role)
 
-    def has_ready(self) -> bool:
+    def has_ready(self, *, apply_only: bool = False) -> bool:
+        """Is there work for a ``ready()``? ``apply_only``: for a ``ready(apply_only=True)``."""
         if self._outstanding is not None:
             return False
         raft = self._raft
+        if apply_only:
+            return bool(raft.msgs or raft.read_states or raft.log.has_next_committed_entries())
         log = raft.log
         return bool(
             raft.msgs
@@ -263,11 +266,32 @@ class RawNode:
             or raft.hard_state() != self._prev_hard
         )
 
-    def ready(self) -> Ready:
-        """Take the pending work; call ``advance`` with the result before the next ``ready``."""
+    def ready(self, *, apply_only: bool = False) -> Ready:
+        """Take the pending work; call ``advance`` with the result before the next ``ready``.
+
+        ``apply_only``: take only what needs no write: committed entries to apply, read
+        states and the messages that may leave at once; new entries, state to persist and
+        batched broadcasts wait for a full Ready. For a shell that holds its next batch of
+        entries until its last sync is done (a leader that batches behind its own sync)
+        while it applies what the followers committed meanwhile.
+        """
         if self._outstanding is not None:
             raise RuntimeError("ready() called again before advance()")
         raft = self._raft
+        if apply_only:
+            rd = Ready(
+                soft_state=None,
+                hard_state=None,
+                entries=(),
+                messages=tuple(raft.msgs),
+                persisted_messages=(),
+                committed_entries=raft.log.next_committed_entries(),
+                read_states=tuple(raft.read_states),
+            )
+            raft.msgs = []
+            raft.read_states = []
+            self._outstanding = rd
+            return rd
         raft.flush()
         soft = self._soft_state()
         hard = raft.hard_state()

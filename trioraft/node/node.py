@@ -7,19 +7,22 @@ and each owns one piece of state:
 task           owns                does
 =============  ==================  ====================================================
 raft loop      the core            steps inbox events in batches, ticks, takes Readys
-persist        log + hard state    appends each Ready's entries, syncs (group commit),
-                                   sends the messages that waited for the sync
+persist        log + hard state    writes the Readies not written inline, syncs (group
+                                   commit), sends the messages that waited for the sync
 apply          state machine       applies committed batches, answers proposals & reads
 peers          peer sockets        one ROUTER in, one DEALER + task per peer out
 clients        client socket       decodes requests, hands them to the raft loop
 =============  ==================  ====================================================
 
-The Ready cycle (sync mode, see ``trioraft.core.RawNode``): the raft loop takes a Ready,
-sends its ``messages`` at once (the leader replicates while it writes its own log, Raft
-thesis §10.2.1) and hands it to the persist task; it keeps stepping messages meanwhile but
-takes no new Ready until the persist task reports back. Then the committed entries go to the
-apply task and the core is advanced. Everything that arrived during the sync lands in the
-next Ready: one append, one fsync for the lot.
+The Ready cycle (see ``trioraft.core.RawNode`` and ``trioraft/node/persist.py``): the raft
+loop takes a Ready and sends its ``messages`` at once. A leader's Ready is written unsynced
+in the loop's turn and advanced at once; the persist task syncs meanwhile (one sync at a
+time, covering every write before it) and reports ``Synced``, when the leader counts its own
+copy: its fsync runs while its AppendEntries travel (Raft thesis §10.2.1) and gates neither
+its commits nor its next Ready. A follower's Ready is written and synced in the loop's turn
+(its acks leave after it). Any other Ready goes to the persist task, and no new Ready is
+taken until it reports back. Committed entries go to the apply task (or are applied at
+once). Everything that arrived during a sync lands in the next one: one fsync for the lot.
 """
 
 from __future__ import annotations
@@ -388,8 +391,15 @@ class Node:
                     self._core.tick()
                 # after a stall, tick once and resume the cadence rather than burst
                 next_tick = max(next_tick + period, now + period / 2)
-            if not self._persisting and self._core.has_ready():
-                await self._take_ready()
+            if self._persisting:
+                pass
+            elif not self._syncing:
+                if self._core.has_ready():
+                    await self._take_ready()
+            elif self._core.has_ready(apply_only=True):
+                # The leader's next batch waits for its sync (a batch per sync, as a
+                # follower's per append); what the followers committed meanwhile applies.
+                await self._take_ready(apply_only=True)
             if self._garbage:  # compacted entries, freed a slice a turn (RaftLog.compact_to)
                 del self._garbage[-FREE_SLICE:]
 
@@ -428,8 +438,8 @@ class Node:
                 self._lease.on_response(event)
             self._core.step(event)
 
-    async def _take_ready(self) -> None:
-        rd = self._core.ready()
+    async def _take_ready(self, *, apply_only: bool = False) -> None:
+        rd = self._core.ready(apply_only=apply_only)
         self.members.after_ready(self._core)  # the peers of a new configuration first
         if rd.soft_state is not None:
             self._on_soft_state(rd.soft_state)
@@ -587,15 +597,16 @@ class Node:
 
     def snapshot_save(self, reply: Send) -> None:
         """Client: build a snapshot now and answer ``SnapshotSaveReply``."""
-        if self._snapshots is None:
-            raise Unavailable(f"node {self.node_id} keeps no snapshots (no data dir)")
-        self._snapshots.start_save(reply)
+        self._kept_snapshots().start_save(reply)
 
     def snapshot_read(self, index: int, term: int, offset: int, length: int, reply: Send) -> None:
         """Client: a piece of a kept snapshot (``SnapshotReadReply``)."""
+        reply(self._kept_snapshots().read(index, term, offset, length))
+
+    def _kept_snapshots(self) -> SnapshotService:
         if self._snapshots is None:
             raise Unavailable(f"node {self.node_id} keeps no snapshots (no data dir)")
-        reply(self._snapshots.read(index, term, offset, length))
+        return self._snapshots
 
 
 def _first_error(group: BaseExceptionGroup[StorageError]) -> StorageError:
