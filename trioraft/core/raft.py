@@ -407,11 +407,12 @@ class Raft:
                 leader = m.src if from_leader else NO_NODE
                 self._become_follower(m.term, leader)
         elif m.term < self.term:
-            if isinstance(m, (AppendEntries, Heartbeat)) and (
-                self.config.check_quorum or self.config.pre_vote
-            ):
-                # A deposed leader that cannot learn our term from votes (we ignore theirs
-                # while in lease, or we pre-vote) learns it here and steps down.
+            if isinstance(m, (AppendEntries, Heartbeat)):
+                # Figure 2: reply false with our term, and a deposed leader steps down. It
+                # may learn our term no other way: with check-quorum or pre-vote we ignore
+                # its votes, and without them nobody may campaign where it would hear: e.g.
+                # our term was raised by a removed node's votes, and we are no voter in the
+                # configuration we hold (the membership simulator, seed 322).
                 self._respond_append(m.src, success=False, index=0)
             elif isinstance(m, RequestVote):
                 # Figure 2: reply false with our term, so the candidate catches up. Without
