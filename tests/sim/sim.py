@@ -7,7 +7,8 @@ so one seed reproduces one run exactly. A run has two phases:
 
 1. ``steps`` events under faults: drops, duplicates, delays/reordering, symmetric,
    asymmetric and bridge partitions, crashes (also in the middle of a persist: the write
-   is lost, or done without what follows it) and restarts from what was durable, crashes
+   is lost, or done without what follows it; and with a leader's unsynced writes: a
+   prefix of them survives, perhaps none) and restarts from what was durable, crashes
    of new leaders, leadership transfers and forced campaigns. Meanwhile clients propose
    unique values (acknowledged when the leader applies them) and issue ReadIndex and
    lease reads. Each seed also draws a profile: pre-vote and check-quorum on or off, flow
