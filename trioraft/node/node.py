@@ -231,7 +231,13 @@ class Node:
                 nursery.start_soon(self._clients.run)
                 nursery.start_soon(self._watch.run)
                 nursery.start_soon(self._raft_loop)
-                nursery.start_soon(self._persist_loop)
+                nursery.start_soon(
+                    self._persister.serve,
+                    self._persist_recv,
+                    self._transport.send,
+                    self._inbox_send.send,
+                    lambda: self._install_done,
+                )
                 nursery.start_soon(self._apply_loop)
                 task_status.started()
         except* StorageError as group:  # damaged data found while serving: stop the node
@@ -516,23 +522,6 @@ class Node:
             ss.leader_id or "unknown",
             term,
         )
-
-    # --- persist: the task that writes the leader's log (trioraft/node/persist.py) ---
-    async def _persist_loop(self) -> None:
-        """Write each Ready the raft loop did not write inline, then send its acks; sync
-        the writes the raft loop left unsynced."""
-        assert self._transport is not None
-        async for item in self._persist_recv:
-            if isinstance(item, Synced):
-                await self._persister.sync(item.index, item.term)  # retried (StorageGuard)
-                await self._inbox_send.send(item)
-                continue
-            rd, unsynced = item
-            if rd.snapshot is not None and self._install_done is not None:
-                await self._install_done.wait()  # the snapshot's data first, then its ack
-            await self._persister.write(rd, unsynced)  # retried until it succeeds
-            self._transport.send(rd.persisted_messages)
-            await self._inbox_send.send(Persisted(rd, self._persister.synced_all(rd, unsynced)))
 
     # --- apply: the only task that writes the state machine ---
     async def _apply_loop(self) -> None:

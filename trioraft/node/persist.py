@@ -31,14 +31,17 @@ Three ways to write a Ready (docs/performance.md):
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
+
+import trio
 
 from storage import DataCorruption, Store
 from trioraft.core import Ready
+from trioraft.node.events import Persisted, Synced
 from trioraft.node.storage_guard import StorageGuard
 from trioraft.node.sync_thread import SyncThread
-from wire.messages import RESPONSE_TYPES, HardState
+from wire.messages import RESPONSE_TYPES, HardState, Message
 
 INLINE_SYNC_MAX = 0.005  # seconds; a sync slower than this is not run on the trio thread
 
@@ -140,6 +143,28 @@ class Persister:
             must_sync = self.must_sync(rd, unsynced)
             await self._retried(partial(self._write_ready, rd, must_sync), unsynced)
             self._wrote(rd, must_sync)
+
+    async def serve(
+        self,
+        items: trio.MemoryReceiveChannel[tuple[Ready, tuple[int, int] | None] | Synced],
+        send: Callable[[Sequence[Message]], object],
+        report: Callable[[Persisted | Synced], Awaitable[None]],
+        install_done: Callable[[], trio.Event | None],
+    ) -> None:
+        """The persist task: write each Ready the raft loop did not write inline (with the
+        last entry it wrote unsynced before it), ``send`` its acks, ``report`` it done;
+        sync the writes the raft loop left unsynced and ``report`` that too."""
+        async for item in items:
+            if isinstance(item, Synced):
+                await self.sync(item.index, item.term)  # retried (StorageGuard)
+                await report(item)
+                continue
+            rd, unsynced = item
+            if rd.snapshot is not None and (done := install_done()) is not None:
+                await done.wait()  # the snapshot's data first, then its ack
+            await self.write(rd, unsynced)  # retried until it succeeds
+            send(rd.persisted_messages)
+            await report(Persisted(rd, self.synced_all(rd, unsynced)))
 
     def close(self) -> None:
         self._sync_thread.close()
