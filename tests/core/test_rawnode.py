@@ -136,18 +136,7 @@ def test_truncation_while_persisting_is_not_counted_durable() -> None:
     """§5.3 + Figure 2: a follower acknowledges only entries that are durable. If a new
     leader truncates entries that the shell is still persisting, the replacement entries
     are handed out again and the acknowledgement waits for them."""
-    node = make_node(3, (1, 2, 3), hard_state=HardState(term=1), entries=ents(1))
-    node.step(
-        AppendEntries(
-            src=1,
-            dst=3,
-            term=1,
-            prev_index=1,
-            prev_term=1,
-            entries=tuple(ents(1, 1, start=2)),
-            commit=1,
-        )
-    )
+    node = _follower_given(ents(1, 1, start=2))
     rd = node.ready()
     assert [e.index for e in rd.entries] == [2, 3]
     node.step(
@@ -305,18 +294,7 @@ def test_advance_unsynced_is_refused_when_messages_wait_for_the_sync(why: str) -
         node = make_node(1, (1, 2, 3), pre_vote=False)
         node.campaign()  # a new term and a self vote: must be durable before the requests
     else:
-        node = make_node(3, (1, 2, 3), hard_state=HardState(term=1), entries=ents(1))
-        node.step(
-            AppendEntries(
-                src=1,
-                dst=3,
-                term=1,
-                prev_index=1,
-                prev_term=1,
-                entries=tuple(ents(1, start=2)),
-                commit=1,
-            )
-        )
+        node = _follower_given(ents(1, start=2))  # its ack must wait for the sync
     rd = node.ready()
     with pytest.raises(RuntimeError, match="synced=False"):
         node.advance(rd, synced=False)
@@ -339,3 +317,14 @@ def test_an_apply_only_ready_leaves_new_entries_and_state_for_the_next_one() -> 
     assert leader.status.applied == 2
     full = leader.ready()
     assert [e.data for e in full.entries] == [b"b"] and full.hard_state is not None
+
+
+def _follower_given(entries: list[Entry]) -> RawNode:
+    """Node 3 of three, holding 1/1, given ``entries`` after it by leader 1 in term 1."""
+    node = make_node(3, (1, 2, 3), hard_state=HardState(term=1), entries=ents(1))
+    node.step(
+        AppendEntries(
+            src=1, dst=3, term=1, prev_index=1, prev_term=1, entries=tuple(entries), commit=1
+        )
+    )
+    return node

@@ -61,44 +61,38 @@ def test_the_simulator_catches_each_planted_bug(bug: str) -> None:
     assert "last " in report and " events:" in report
 
 
-def test_a_forgotten_vote_also_breaks_election_safety() -> None:
-    """Without the durable-vote check, the damage must show: a voter crashes before its
-    vote is on disk, restarts, votes again in the same term, and two nodes lead one term.
-    That takes a crash in the right window: 5 of 1500 seeds of 8000 steps break election
-    safety (279, 366, 444, 768, 948); 948 is pinned as the first that runs without lazy
-    commit, so changes to that option do not move it. Found with
-
-        .venv/bin/python tests/sim/run.py --seeds 1500 --steps 8000 \
-            --bug forget_vote_persist --skip-check 'durable vote' --keep-going
-
-    The first is pinned here (a change to the simulator may move it: rerun and re-pin)."""
-    cfg = config_for(948, NODE_COUNTS, 8000, frozenset({"forget_vote_persist"}))
-    cfg = dataclasses.replace(cfg, skip_checks=frozenset({"durable vote"}))
-    with pytest.raises(SimFailure) as info:
-        run(cfg)
-    assert info.value.invariant == "election safety", str(info.value)
-    run(dataclasses.replace(cfg, bugs=frozenset()))  # the same run without the bug is fine
-
-
 def test_every_planted_bug_is_covered_and_names_are_validated() -> None:
     assert set(EXPECTED) == PLANTED_BUGS
     with pytest.raises(ConfigError, match="unknown planted bugs"):
         CoreConfig(node_id=1, voters=(1,), planted_bugs=frozenset({"no_such_bug"}))
 
 
-def test_a_leader_counting_its_unsynced_entries_loses_committed_ones() -> None:
-    """Without the durable-self-count check, the damage must show: a leader counts its
-    own unsynced copy toward a commit, crashes before the sync and loses it, and a later
-    leader overwrites an entry that was committed (4 of 900 seeds of 8000 steps: 108, 435,
-    699, 747). Found with
+# Each bug also does real damage once its direct check is skipped. Found by soaks such as
+#
+#     .venv/bin/python tests/sim/run.py --seeds 1500 --steps 8000 \
+#         --bug forget_vote_persist --skip-check 'durable vote' --keep-going
+#
+# and pinned to the first failing seed (a change to the simulator may move it: rerun and
+# re-pin).
+# - forget_vote_persist: a voter crashes before its vote is on disk, restarts, votes again
+#   in the same term, and two nodes lead one term: 5 of 1500 seeds (279, 366, 444, 768,
+#   948); 948 is the first that runs without lazy commit, so that option does not move it.
+# - count_unsynced_self: a leader counts its own unsynced copy toward a commit, crashes
+#   before the sync and loses it, and a later leader overwrites a committed entry: 4 of 900
+#   seeds on 3, 5 and 7 nodes (108, 435, 699, 747, when found).
+DAMAGE = [
+    ("forget_vote_persist", 948, "durable vote", "election safety"),
+    ("count_unsynced_self", 108, "durable self count", "leader completeness"),
+]
 
-        .venv/bin/python tests/sim/run.py --seeds 900 --nodes 3,5,7 --steps 8000 \
-            --bug count_unsynced_self --skip-check 'durable self count' --keep-going
 
-    The first is pinned here (a change to the simulator may move it: rerun and re-pin)."""
-    cfg = config_for(108, NODE_COUNTS, 8000, frozenset({"count_unsynced_self"}))
-    cfg = dataclasses.replace(cfg, skip_checks=frozenset({"durable self count"}))
+@pytest.mark.parametrize(("bug", "seed", "check", "damage"), DAMAGE)
+def test_without_its_direct_check_a_planted_bug_does_damage(
+    bug: str, seed: int, check: str, damage: str
+) -> None:
+    cfg = config_for(seed, NODE_COUNTS, 8000, frozenset({bug}))
+    cfg = dataclasses.replace(cfg, skip_checks=frozenset({check}))
     with pytest.raises(SimFailure) as info:
         run(cfg)
-    assert info.value.invariant == "leader completeness", str(info.value)
+    assert info.value.invariant == damage, str(info.value)
     run(dataclasses.replace(cfg, bugs=frozenset()))  # the same run without the bug is fine
