@@ -154,8 +154,8 @@ class Node:
         self._waiters = Waiters()
         self._leader = WatchedValue[LeaderInfo | None](None)
         self._inbox_send, self._inbox = trio.open_memory_channel[Any](INBOX_SIZE)
-        # one Ready (``_persisting``) and one sync (``_syncing``) at most
-        # (the Ready, the last entry written unsynced before it)
+        # At most one Ready (``_persisting``; with the last entry written unsynced before
+        # it) and one sync (``_syncing``).
         self._persist_send, self._persist_recv = trio.open_memory_channel[
             tuple[Ready, tuple[int, int] | None] | Synced
         ](2)
@@ -397,15 +397,11 @@ class Node:
                     self._core.tick()
                 # after a stall, tick once and resume the cadence rather than burst
                 next_tick = max(next_tick + period, now + period / 2)
-            if self._persisting:
-                pass
-            elif not self._syncing:
-                if self._core.has_ready():
-                    await self._take_ready()
-            elif self._core.has_ready(apply_only=True):
-                # The leader's next batch waits for its sync (a batch per sync, as a
-                # follower's per append); what the followers committed meanwhile applies.
-                await self._take_ready(apply_only=True)
+            # While the leader's sync runs, its next batch waits (a batch per sync, as a
+            # follower's per append); what the followers committed meanwhile is applied.
+            apply_only = self._syncing
+            if not self._persisting and self._core.has_ready(apply_only=apply_only):
+                await self._take_ready(apply_only=apply_only)
             if self._garbage:  # compacted entries, freed a slice a turn (RaftLog.compact_to)
                 del self._garbage[-FREE_SLICE:]
 
@@ -473,7 +469,7 @@ class Node:
             synced = self._persister.synced_all(rd, unsynced)
             self._transport.send(rd.persisted_messages)
         if rd.committed_entries:
-            # Already durable here (the core's contract): apply while this Ready persists;
+            # Written here, durable on a quorum (the core's contract): apply meanwhile;
             # at once if the apply task has nothing queued (a loop turn saved).
             if self._apply_queued or not self._apply_inline(rd.committed_entries):
                 self._apply_queued += 1
