@@ -151,10 +151,15 @@ async def test_watch_key_and_prefix_with_history_and_prev_values() -> None:
             async with client.watch("cfg/a", start_revision=r2) as w:
                 replay = [await w.__anext__() for _ in range(2)]
             assert [e.revision for e in replay] == [r2, r3] and replay[1].prev_kv is None
-            # any node serves watches: pinned to a follower
+            # any node serves watches: pinned to a follower. From r3 + 1: without a start
+            # revision a watch starts after what its node has applied, and a follower may
+            # not have applied r3 yet when the leader has answered it.
             leader = await c.wait_leader()
             follower = next(i for i in c.cfgs if i != leader)
-            async with client.watch("cfg/b", endpoint=c.endpoint(follower)) as w:
+            start = r3 + 1
+            async with client.watch(
+                "cfg/b", endpoint=c.endpoint(follower), start_revision=start
+            ) as w:
                 r4 = await client.put("cfg/b", "4")
                 assert (await w.__anext__()).revision == r4
             for i in range(10):
