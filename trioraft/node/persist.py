@@ -61,10 +61,9 @@ class Persister:
         that depend on them leave; a commit index alone need not be. ``unsynced`` (the last
         entry written without a sync, ``write_unsynced``): messages that leave after this
         Ready's write (acks of those entries, after a step-down) need a sync too."""
-        hs = rd.hard_state
         return (
             bool(rd.entries)
-            or (hs is not None and (hs.term, hs.vote) != self._synced)
+            or self._new_term_or_vote(rd)
             or (unsynced is not None and bool(rd.persisted_messages))
         )
 
@@ -76,15 +75,14 @@ class Persister:
     def write_unsynced(self, rd: Ready) -> bool:
         """Write ``rd``'s entries (and commit index) without a sync, if nothing in it waits
         for them; False if it may not, or if the write failed (then ``write_now``)."""
-        hs = rd.hard_state
         if (
             not rd.entries
             or rd.persisted_messages
             or rd.snapshot is not None
-            or (hs is not None and (hs.term, hs.vote) != self._synced)
+            or self._new_term_or_vote(rd)
         ):
             return False
-        return self._storage.try_now(partial(self._store.append, rd.entries, hs)) is not None
+        return self._storage.try_now(partial(self._append, rd)) is not None
 
     async def sync(self, index: int, term: int) -> None:
         """Persist task: sync every write so far, retried until it succeeds; the caller
@@ -169,21 +167,29 @@ class Persister:
     def close(self) -> None:
         self._sync_thread.close()
 
+    def _new_term_or_vote(self, rd: Ready) -> bool:
+        """``rd`` carries a term or vote not yet synced."""
+        hs = rd.hard_state
+        return hs is not None and (hs.term, hs.vote) != self._synced
+
+    def _append(self, rd: Ready) -> None:
+        """Write ``rd``'s entries and hard state, if it has any (no sync)."""
+        if rd.entries or rd.hard_state is not None:
+            self._store.append(rd.entries, rd.hard_state)
+
     def _wrote(self, rd: Ready, synced: bool) -> None:
         if synced and rd.hard_state is not None:
             self._synced = (rd.hard_state.term, rd.hard_state.vote)
 
     async def _write_ready(self, rd: Ready, must_sync: bool) -> None:
         """One attempt; after a failed sync the retry writes the Ready again, then syncs."""
-        if rd.entries or rd.hard_state is not None:
-            self._store.append(rd.entries, rd.hard_state)
+        self._append(rd)
         if must_sync:
             await self._sync_thread.run(self._timed_sync)
 
     def _write_ready_now(self, rd: Ready, must_sync: bool) -> None:
         """``_write_ready`` on this thread (``write_now``)."""
-        if rd.entries or rd.hard_state is not None:
-            self._store.append(rd.entries, rd.hard_state)
+        self._append(rd)
         if must_sync:
             self._timed_sync()
 
