@@ -1,7 +1,7 @@
 """Frames <-> messages: a fixed binary header and a CBOR body of positional arrays.
 
-A message travels as two ZeroMQ frames, ``[header, body]`` (a ROUTER adds and strips the
-routing-id frame itself; the codec never sees it)::
+A message travels as one ZeroMQ frame, the header followed by the body (a ROUTER adds and
+strips the routing-id frame itself; the codec never sees it)::
 
     header  struct ">BBHQQ", 20 bytes:
             version u8 | flags u8 (0; reserved) | type code u16 | cluster id u64 | request id u64
@@ -19,6 +19,9 @@ Decoding is strict: anything unexpected raises :class:`~wire.errors.WireError` w
 one-line message, and no foreign exception escapes. CBOR tags are rejected, so a body can
 only produce native values (never datetimes, sets, bignums or shared references). The
 per-type converters are built in :mod:`wire.convert`.
+
+Receivers also accept the header and the body as two frames, ``[header, body]``: the framing
+of builds before one frame was chosen (every ZeroMQ frame costs both ends a call).
 """
 
 from __future__ import annotations
@@ -133,7 +136,8 @@ def type_code(cls: type) -> int:
 
 
 def encode(msg: object, *, cluster_id: int, request_id: int = 0) -> list[bytes]:
-    """``[header, body]`` for a registered message; raises WireError if it cannot be."""
+    """``[header + body]`` (one frame) for a registered message; raises WireError if it
+    cannot be."""
     spec = _BY_CLASS.get(type(msg))
     if spec is None:
         raise WireError(f"cannot encode {type(msg).__name__}: not a registered message type")
@@ -148,7 +152,7 @@ def encode(msg: object, *, cluster_id: int, request_id: int = 0) -> list[bytes]:
         body = cbor2.dumps(spec.to_wire(msg))
     except (cbor2.CBORError, TypeError, ValueError, AttributeError, KeyError) as e:
         raise WireError(f"cannot encode {spec.cls.__name__}: {e}") from None
-    return [header, body]
+    return [header + body]
 
 
 def _reject_tag(*_args: object) -> NoReturn:
@@ -175,17 +179,19 @@ def _new_decoder() -> cbor2.CBORDecoder:
     )
 
 
-def _loads_body(body: bytes) -> Any:
-    """Exactly one CBOR item (trailing bytes are an error).
+def _loads_body(data: bytes, start: int) -> Any:
+    """Exactly one CBOR item in ``data[start:]`` (trailing bytes are an error).
 
     ``cbor2.loads`` ignores trailing bytes, so a decoder reading a BytesIO tells how much it
-    consumed; one decoder per thread is reused (it is cheaper than building one), and
-    replaced after a failure in case the failure left state behind.
+    consumed (a BytesIO shares the bytes it is given: no copy); one decoder per thread is
+    reused (it is cheaper than building one), and replaced after a failure in case the
+    failure left state behind.
     """
     decoder: cbor2.CBORDecoder | None = getattr(_local, "decoder", None)
     if decoder is None:
         decoder = _local.decoder = _new_decoder()
-    fp = io.BytesIO(body)
+    fp = io.BytesIO(data)
+    fp.seek(start)
     decoder.fp = fp
     try:
         value = decoder.decode()
@@ -194,27 +200,35 @@ def _loads_body(body: bytes) -> Any:
         raise
     finally:
         decoder.fp = _EMPTY  # do not keep the body alive
-    if fp.tell() != len(body):
-        raise cbor2.CBORDecodeError(f"{len(body) - fp.tell()} trailing bytes after the body")
+    if fp.tell() != len(data):
+        raise cbor2.CBORDecodeError(f"{len(data) - fp.tell()} trailing bytes after the body")
     return value
 
 
 def decode(
     frames: Sequence[bytes], *, cluster_id: int | None, max_size: int = DEFAULT_MAX_MESSAGE
 ) -> Decoded:
-    """Decode ``[header, body]``; raises WireError saying what is wrong with it.
+    """Decode ``[header + body]`` (or ``[header, body]``); raises WireError saying what is
+    wrong with it.
 
     ``cluster_id=None`` accepts any cluster (a client that has not learnt it yet).
     """
-    if len(frames) != 2:
-        raise WireError(f"expected 2 frames (header, body), got {len(frames)}")
-    header, body = frames
-    size = len(header) + len(body)
+    if len(frames) == 1:
+        data = frames[0]
+        start = HEADER_SIZE
+        if len(data) < HEADER_SIZE:
+            raise WireError(f"message of {len(data)} bytes is shorter than the header")
+    elif len(frames) == 2:
+        header, data = frames
+        start = 0
+        if len(header) != HEADER_SIZE:
+            raise WireError(f"header of {len(header)} bytes, expected {HEADER_SIZE}")
+    else:
+        raise WireError(f"expected 1 frame (header and body) or 2, got {len(frames)}")
+    size = len(data) - start + HEADER_SIZE
     if size > max_size:
         raise WireError(f"message of {size} bytes exceeds the limit of {max_size}")
-    if len(header) != HEADER_SIZE:
-        raise WireError(f"header of {len(header)} bytes, expected {HEADER_SIZE}")
-    version, flags, code, msg_cluster, request_id = _HEADER.unpack(header)
+    version, flags, code, msg_cluster, request_id = _HEADER.unpack_from(frames[0])
     if version != PROTOCOL_VERSION:
         raise WireError(
             f"unsupported protocol version {version} (this node speaks {PROTOCOL_VERSION})"
@@ -227,7 +241,7 @@ def decode(
     if spec is None:
         raise WireError(f"unknown message type code {code}")
     try:
-        value = _loads_body(body)
+        value = _loads_body(data, start)
     except (cbor2.CBORError, ValueError, TypeError, OverflowError, RecursionError) as e:
         raise WireError(f"malformed CBOR in {spec.cls.__name__} body: {e}") from None
     try:

@@ -8,10 +8,11 @@
  * epoll over the sockets' ZMQ_FDs, prints "progress <ops>" 5 times a second, and at the end
  * "hist <bucket> <n>", "error <kind> <n>", "final <ops> <end> <cpu> <misses> <warm-up errors>".
  *
- * Requests are [header, CBOR body] as wire/codec.py, the bodies hand-encoded; a reply is
- * read as far as its header (a get's also for 0x82 0xf6: key missing); only ErrorReply is
- * parsed, for its code and leader hint. Retries follow cli/bench_fast.py: NotLeader goes to
- * the hinted leader at once; Busy, ProposalDropped and unreachable nodes back off (jittered,
+ * Requests are one frame, header then CBOR body, as wire/codec.py, the bodies hand-encoded;
+ * a reply (one frame; [header, body] from older builds) is read as far as its header (a
+ * get's also for 0x82 0xf6: key missing); only ErrorReply is parsed, for its code and
+ * leader hint. Retries follow cli/bench_fast.py: NotLeader goes to the hinted leader at
+ * once; Busy, ProposalDropped and unreachable nodes back off (jittered,
  * 10 ms doubling to 0.5 s); there is no discovery: an endpoint that fails as the leader
  * hands the role to the next one, whose NotLeader hint then leads on; an unanswered attempt
  * is sent again after the attempt timeout (a put: with the same session seq; without a
@@ -45,7 +46,6 @@ int zmq_poll(zmq_pollitem_t *items, int n, long timeout_ms);
 int zmq_close(void *s);
 #define ZMQ_DEALER 5
 #define ZMQ_DONTWAIT 1
-#define ZMQ_SNDMORE 2
 #define ZMQ_RCVMORE 13
 #define ZMQ_FD 14
 #define ZMQ_LINGER 17
@@ -79,7 +79,7 @@ typedef struct {
     int code; /* of the request in body: PUT, GET or SESSION */
     size_t len;
     double t0, wake, deadline, backoff;
-    uint8_t *body;
+    uint8_t *body; /* HEADER bytes after the start of its allocation */
 } Loop;
 typedef struct { void *s; int touched, connected; } Sock;
 
@@ -195,7 +195,7 @@ static void fail(Loop *l, const char *name, double now) {
 }
 
 static void send_attempt(Loop *l, double now) {
-    uint8_t h[HEADER];
+    uint8_t *h = l->body - HEADER; /* one frame: the header, then the body */
     int ep = eventual ? targets[l->conn] % neps : leader;
     Sock *s = &socks[l->conn * neps + ep];
     l->ep = ep;
@@ -205,11 +205,10 @@ static void send_attempt(Loop *l, double now) {
         h[4 + i] = (uint8_t)(cluster >> (56 - 8 * i));
         h[12 + i] = (uint8_t)(l->rid >> (56 - 8 * i));
     }
-    if (zmq_send(s->s, h, HEADER, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) { /* IMMEDIATE: */
+    if (zmq_send(s->s, h, HEADER + l->len, ZMQ_DONTWAIT) < 0) { /* IMMEDIATE: */
         retry(l, E_UNREACHABLE, 0, now); /* not connected, nothing sent */
         return;
     }
-    zmq_send(s->s, l->body, l->len, ZMQ_DONTWAIT);
     if (!s->touched) s->touched = 1, touched[ntouched++] = (int)(s - socks);
     l->state = FLIGHT, l->wake = now + attempt_timeout;
 }
@@ -341,19 +340,22 @@ static void begin(Loop *l, double now) {
 /* Every reply waiting on a socket. ZMQ_FD is edge-triggered: a socket is read until EAGAIN
  * (which also re-arms its FD), after any send on it as well (replies may send). */
 static void drain(int si) {
-    static uint8_t h[64], b[65536];
+    static uint8_t h[65536], b[65536];
     void *s = socks[si].s;
     socks[si].touched = 1; /* sends from here on are followed by a recv in this loop */
-    for (;;) {
-        int hlen = zmq_recv(s, h, sizeof h, ZMQ_DONTWAIT), blen = 0, frames = 1, more = 0;
+    for (;;) { /* a reply is one frame, read at most sizeof h; or [header, body] */
+        int hlen = zmq_recv(s, h, sizeof h, ZMQ_DONTWAIT), blen = -1, frames = 1, more = 0;
         size_t size = sizeof more;
         if (hlen < 0) {
             socks[si].touched = 0;
             return;
         }
+        if (hlen > (int)sizeof h) hlen = (int)sizeof h;
         while (zmq_getsockopt(s, ZMQ_RCVMORE, &more, &size) == 0 && more && ++frames)
             blen = zmq_recv(s, b, sizeof b, ZMQ_DONTWAIT);
-        if (frames == 2 && blen >= 0) /* a reply is [header, body]: read at most sizeof b */
+        if (frames == 1 && hlen >= HEADER)
+            on_reply(h, HEADER, h + HEADER, hlen - HEADER);
+        else if (frames == 2 && blen >= 0)
             on_reply(h, hlen, b, blen < (int)sizeof b ? blen : (int)sizeof b);
     }
 }
@@ -415,7 +417,8 @@ int main(int argc, char **argv) {
     for (int i = 0; i < nloops; i++) {
         loops[i].conn = i % nconns, loops[i].session = i < n ? list[i] : 0;
         loops[i].rng = seed * 0x100000001b3ULL + (uint64_t)i;
-        if (!(loops[i].body = malloc(value_size + 300))) die("out of memory");
+        if (!(loops[i].body = malloc(HEADER + value_size + 300))) die("out of memory");
+        loops[i].body += HEADER; /* room for the header in front (send_attempt) */
     }
 
     /* one DEALER per connection and endpoint, all in one epoll */

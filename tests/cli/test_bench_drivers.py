@@ -52,8 +52,8 @@ class FakeNode:
         while not self._stop.is_set():
             if not self.sock.poll(20):
                 continue
-            routing, header, body = self.sock.recv_multipart()
-            got = decode([header, body], cluster_id=None)
+            routing, *frames = self.sock.recv_multipart()
+            got = decode(frames, cluster_id=None)
             msg = got.msg
             if isinstance(msg, cm.StatusRequest):
                 reply: Any = cm.StatusReply(1, CLUSTER_ID, cm.Role.LEADER, 1, 1, 0, 0, 0)
@@ -61,7 +61,7 @@ class FakeNode:
                 reply = cm.SessionReply(100 + self.sessions, 3_600_000)
                 self.sessions += 1
             else:
-                self.headers.append(bench_fast.HEADER.unpack(header))
+                self.headers.append(bench_fast.HEADER.unpack_from(frames[0]))
                 self.requests.append(msg)
                 reply = self.answer(msg, len(self.requests) - 1)
             if reply is not None:

@@ -75,7 +75,7 @@ def _fields(msg: object) -> list[Any]:
 @pytest.mark.parametrize("msg", RAFT_SAMPLES, ids=lambda m: type(m).__name__)
 def test_raft_messages_round_trip(msg: object) -> None:
     frames = encode(msg, cluster_id=CLUSTER, request_id=42)
-    assert len(frames) == 2 and all(type(f) is bytes for f in frames)
+    assert len(frames) == 1 and type(frames[0]) is bytes
     decoded = decode(frames, cluster_id=CLUSTER)
     assert decoded == Decoded(msg, 42, CLUSTER)
     assert type(decoded.msg) is type(msg)
@@ -120,8 +120,9 @@ def test_entries_restore_their_kind_enum_and_tuple() -> None:
 
 def test_header_layout_and_positional_body() -> None:
     msg = Heartbeat(1, 2, 5, 7, context=3)
-    header, body = encode(msg, cluster_id=CLUSTER, request_id=U64)
-    assert len(header) == HEADER_SIZE == 20
+    (frame,) = encode(msg, cluster_id=CLUSTER, request_id=U64)  # one frame: header, body
+    header, body = frame[:HEADER_SIZE], frame[HEADER_SIZE:]
+    assert HEADER_SIZE == 20
     version, flags, code, cluster, request = struct.unpack(">BBHQQ", header)
     assert (version, flags, code, cluster, request) == (
         PROTOCOL_VERSION,
@@ -132,7 +133,7 @@ def test_header_layout_and_positional_body() -> None:
     )
     assert cbor2.loads(body) == [1, 2, 5, 7, 3]  # an array in field order, not a map
     entries_body = cbor2.loads(
-        encode(AppendEntries(1, 2, 3, 4, 5, _entries(2), 6), cluster_id=1)[1]
+        encode(AppendEntries(1, 2, 3, 4, 5, _entries(2), 6), cluster_id=1)[0][HEADER_SIZE:]
     )
     assert entries_body[5] == [[3, 10, 0, b""], [3, 11, 1, b"\x01"]]
 
@@ -173,9 +174,10 @@ def _ae_body(entries: Any) -> bytes:
 
 
 REJECTED: list[tuple[str, list[bytes], str]] = [
-    ("no frames", [], "expected 2 frames"),
-    ("one frame", [_header()], "expected 2 frames"),
-    ("three frames", [b"rid", _header(), GOOD_HB], "expected 2 frames"),
+    ("no frames", [], "expected 1 frame (header and body) or 2, got 0"),
+    ("one short frame", [_header()[:-1]], "message of 19 bytes is shorter than the header"),
+    ("header alone", [_header()], "malformed CBOR"),
+    ("three frames", [b"rid", _header(), GOOD_HB], "expected 1 frame (header and body) or 2"),
     ("truncated header", [_header()[:-1], GOOD_HB], "header of 19 bytes"),
     ("empty header", [b"", GOOD_HB], "header of 0 bytes"),
     ("long header", [_header() + b"\0", GOOD_HB], "header of 21 bytes"),
@@ -254,16 +256,29 @@ REJECTED: list[tuple[str, list[bytes], str]] = [
     ("frames", "reason"), [c[1:] for c in REJECTED], ids=[c[0] for c in REJECTED]
 )
 def test_rejects(frames: list[bytes], reason: str) -> None:
-    with pytest.raises(WireError) as info:
-        decode(frames, cluster_id=CLUSTER)
-    message = str(info.value)
-    assert reason in message
-    assert "\n" not in message
+    # Each case as given, and as one frame when it holds a whole header and a body.
+    framings = [frames]
+    if len(frames) == 2 and len(frames[0]) == HEADER_SIZE:
+        framings.append([frames[0] + frames[1]])
+    for framing in framings:
+        with pytest.raises(WireError) as info:
+            decode(framing, cluster_id=CLUSTER)
+        message = str(info.value)
+        assert reason in message
+        assert "\n" not in message
+
+
+def test_one_frame_and_two_frames_decode_alike() -> None:
+    msg = AppendEntries(1, 2, 5, 9, 4, _entries(3), 7)
+    (frame,) = encode(msg, cluster_id=CLUSTER, request_id=8)
+    two = [frame[:HEADER_SIZE], frame[HEADER_SIZE:]]  # the framing of earlier builds
+    assert decode([frame], cluster_id=CLUSTER) == decode(two, cluster_id=CLUSTER)
+    assert decode(two, cluster_id=CLUSTER) == Decoded(msg, 8, CLUSTER)
 
 
 def test_rejects_oversized_before_decoding() -> None:
     frames = encode(AppendEntries(1, 2, 5, 9, 4, _entries(50), 7), cluster_id=CLUSTER)
-    size = len(frames[0]) + len(frames[1])
+    size = len(frames[0])
     assert decode(frames, cluster_id=CLUSTER, max_size=size).msg
     with pytest.raises(WireError, match=f"message of {size} bytes exceeds the limit of {size - 1}"):
         decode(frames, cluster_id=CLUSTER, max_size=size - 1)
@@ -386,14 +401,20 @@ def test_generic_field_types_round_trip() -> None:
     assert decode(encode(other, cluster_id=1), cluster_id=1).msg == other
 
 
+def _split(frames: list[bytes]) -> list[bytes]:
+    """``encode``'s one frame as ``[header, body]`` (which ``decode`` accepts as well)."""
+    (frame,) = frames
+    return [frame[:HEADER_SIZE], frame[HEADER_SIZE:]]
+
+
 def test_empty_message_round_trips() -> None:
     frames = encode(Empty(), cluster_id=1)
-    assert cbor2.loads(frames[1]) == []
+    assert cbor2.loads(_split(frames)[1]) == []
     assert decode(frames, cluster_id=1).msg == Empty()
 
 
 def _everything_body(**changes: Any) -> list[bytes]:
-    frames = encode(EVERYTHING, cluster_id=1)
+    frames = _split(encode(EVERYTHING, cluster_id=1))
     fields = cbor2.loads(frames[1])
     names = [f.name for f in dataclasses.fields(Everything)]
     for name, value in changes.items():
@@ -430,7 +451,7 @@ def test_generic_field_rejection(changes: dict[str, Any], reason: str) -> None:
 
 def test_post_init_errors_become_wire_errors() -> None:
     assert decode(encode(Checked(3), cluster_id=1), cluster_id=1).msg == Checked(3)
-    frames = [encode(Checked(3), cluster_id=1)[0], cbor2.dumps([11])]
+    frames = [_split(encode(Checked(3), cluster_id=1))[0], cbor2.dumps([11])]
     with pytest.raises(WireError, match="value must be at most 10"):
         decode(frames, cluster_id=1)
 
