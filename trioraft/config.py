@@ -39,9 +39,11 @@ class NodeConfig:
     max_inflight: int = 256
     pre_vote: bool = True
     check_quorum: bool = True
-    # True: followers learn a commit index from the next append or heartbeat, not from an
-    # empty append sent at once (fewer messages; followers apply up to a heartbeat later)
-    lazy_commit: bool = False
+    # True: followers learn a commit index from the next append, not from an empty append
+    # sent at once; if none carries it within lazy_commit_ms, an empty one does (0: the next
+    # heartbeat). False: etcd's way, an empty append at once (two more messages per commit)
+    lazy_commit: bool = True
+    lazy_commit_ms: int = 2
     # --- client API (docs/operations.md) ---
     default_consistency: str = "linearizable"  # reads that name no level: or lease, eventual
     lease_reads: bool = True  # serve lease reads from the leader alone while its lease holds
@@ -120,6 +122,8 @@ class NodeConfig:
             )
         if self.max_value_bytes + self.max_key_bytes + 1024 > self.max_message_bytes:
             raise ConfigError("max_message_bytes must exceed max_key_bytes + max_value_bytes")
+        if self.lazy_commit_ms < 0:
+            raise ConfigError(f"lazy_commit_ms must be >= 0, got {self.lazy_commit_ms}")
         if self.promote_lag < 0:
             raise ConfigError(f"promote_lag must be >= 0, got {self.promote_lag}")
         if self.join and set(peers) != {self.node_id}:

@@ -331,3 +331,43 @@ def test_a_lost_last_append_is_found_by_the_next_heartbeat(lazy: bool) -> None:
     net.tick(1, heartbeat)  # (lazy: the commit reaches the follower with a heartbeat)
     net.stabilize()
     assert net.applied_data(2)[-1:] == [b"x"]
+
+
+def test_lazy_commit_is_sent_on_request_only_to_followers_that_lack_it() -> None:
+    """Lazy commit: a commit goes to no follower by itself; ``commit_unsent`` says so, and
+    ``send_commit`` sends one empty AppendEntries to each follower that holds the entries
+    (the node's bound, trioraft/node/commit_bound.py). Eager commit sends it at once."""
+    for lazy in (False, True):
+        net = Network.create(3, lazy_commit=lazy)
+        net.elect(1)
+        leader = net.nodes[1]
+        leader.propose(b"x")
+        net.stabilize()
+        assert leader.status.commit == 2
+        told = [m.commit for m in net.sent(AppendEntries, src=1) if m.dst == 2]
+        assert (max(told) == 2) is not lazy  # eager: an empty append carried it
+        assert leader.commit_unsent() is lazy
+        net.nodes[3].send_commit()  # a follower: nothing to send
+        leader.send_commit()
+        sent = net.nodes[1].ready().messages
+        if not lazy:
+            assert sent == ()  # everybody was told already
+            continue
+        assert sorted((m.dst, m.commit, m.entries) for m in sent) == [(2, 2, ()), (3, 2, ())]
+        assert not leader.commit_unsent()
+        assert net.nodes[3].commit_unsent() is False  # a follower never owes a commit
+
+
+def test_commit_unsent_waits_for_a_follower_to_hold_the_entries() -> None:
+    """A follower that does not hold the committed entries is owed nothing yet: the append
+    that brings them carries the commit (capped at what it holds, like heartbeats)."""
+    net = Network.create(3, lazy_commit=True)
+    net.isolate(3)
+    net.elect(1)
+    leader = net.nodes[1]
+    leader.propose(b"x")
+    net.stabilize()
+    assert leader.status.commit == 2 and leader.progress()[3] == 0
+    assert leader.commit_unsent()  # node 2 holds entry 2 and was not told
+    leader.send_commit()
+    assert [m.dst for m in leader.ready().messages if isinstance(m, AppendEntries)] == [2]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from trioraft.core import membership as conf
+from trioraft.core import replication as repl
 from trioraft.core.confchange import ConfChange
 from trioraft.core.confstate import Membership
 from trioraft.core.log import RaftLog
@@ -187,6 +188,19 @@ class RawNode:
         if raft.role is not Role.LEADER:
             raise NotLeader(f"node {raft.id} is not the leader", leader_id=raft.lead)
         raft.read_index(context)
+
+    def commit_unsent(self) -> bool:
+        """Leader: does a follower hold entries it has not been sent the commit of? With
+        ``lazy_commit`` the next AppendEntries or heartbeat tells it; a shell that bounds
+        that wait calls ``send_commit`` when this stays true too long."""
+        raft = self._raft
+        return raft.role is Role.LEADER and repl.commit_unsent(raft)
+
+    def send_commit(self) -> None:
+        """Leader: tell each follower that holds entries it has not been sent the commit of
+        (an AppendEntries, empty unless entries are due); a no-op on other roles."""
+        if self._raft.role is Role.LEADER:
+            repl.send_commit(self._raft)
 
     def campaign(self) -> None:
         """Start an election now (a pre-vote first when ``pre_vote`` is on).

@@ -129,6 +129,22 @@ def bcast_append(r: Raft, *, send_if_empty: bool = True) -> None:
                 pass
 
 
+def commit_unsent(r: Raft) -> bool:
+    """Does a follower hold entries it has not been sent the commit of (lazy commit)?"""
+    committed = r.log.committed
+    prs = r.prs
+    return any(prs[p].commit_sent < min(committed, prs[p].match) for p in r.peers)
+
+
+def send_commit(r: Raft) -> None:
+    """An AppendEntries (empty unless entries are due) to each follower that holds entries
+    it has not been sent the commit of: lazy commit's bound (``RawNode.send_commit``)."""
+    for peer in r.peers:
+        pr = r.prs[peer]
+        if pr.commit_sent < min(r.log.committed, pr.match):
+            send_append(r, peer)
+
+
 def bcast_heartbeat(r: Raft) -> None:
     r.heartbeat_elapsed = 0
     round_ = r.readonly.start_round(r.ticks)

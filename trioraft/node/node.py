@@ -47,6 +47,7 @@ from trioraft.kv.commands import Command, InSession, Limits, RegisterSession, en
 from trioraft.kv.state_machine import KVStateMachine
 from trioraft.node.bootstrap import JoinResult, check_flags, recover
 from trioraft.node.clients import ClientServer, Replier, Send, dispatch
+from trioraft.node.commit_bound import CommitBound
 from trioraft.node.events import LeaderInfo, Persisted, Propose, ReadIndex, Synced
 from trioraft.node.lease import LeaseTracker
 from trioraft.node.membership import CoreCall, MembershipService
@@ -62,7 +63,7 @@ from trioraft.node.snapshots import (
     redo_pending_install,
     snapshot_dir_for,
 )
-from trioraft.node.storage_guard import StorageGuard
+from trioraft.node.storage_guard import StorageGuard, first_storage_error
 from trioraft.node.waiters import Read, Waiters
 from trioraft.node.watch import StreamReply, WatchHub
 from wire import client_messages as cm
@@ -142,6 +143,7 @@ class Node:
         self._limits = Limits(config.max_key_bytes, config.max_value_bytes, config.max_txn_ops)
         self._default_read = cm.Consistency[config.default_consistency.upper()]
         self._lease = LeaseTracker(config.node_id, config.peers, config.lease_ms / 1000)
+        self._commit_bound = CommitBound(config.lazy_commit_ms if config.lazy_commit else 0)
         self._watch = WatchHub(
             node_id=config.node_id,
             enabled=config.watch_enabled,
@@ -241,7 +243,7 @@ class Node:
                 nursery.start_soon(self._apply_loop)
                 task_status.started()
         except* StorageError as group:  # damaged data found while serving: stop the node
-            error = _first_error(group)
+            error = first_storage_error(group)
             log.error("node %d: stopping: %s", self.node_id, error)
             raise error from None
         finally:
@@ -379,7 +381,8 @@ class Node:
         next_tick = trio.current_time() + period
         while True:
             event: Any = None
-            with trio.move_on_at(next_tick):  # only the wait: handling is never cancelled
+            # only the wait: handling is never cancelled
+            with trio.move_on_at(min(next_tick, self._commit_bound.deadline)):
                 event = await self._inbox.receive()
             if event is not None:
                 await self._handle(event)
@@ -397,6 +400,7 @@ class Node:
                     self._core.tick()
                 # after a stall, tick once and resume the cadence rather than burst
                 next_tick = max(next_tick + period, now + period / 2)
+            self._commit_bound.check(self._core, now)
             # While the leader's sync runs, its next batch waits (a batch per sync, as a
             # follower's per append); what the followers committed meanwhile is applied.
             apply_only = self._syncing
@@ -592,8 +596,3 @@ class Node:
         if self._snapshots is None:
             raise Unavailable(f"node {self.node_id} keeps no snapshots (no data dir)")
         return self._snapshots
-
-
-def _first_error(group: BaseExceptionGroup[StorageError]) -> StorageError:
-    error = group.exceptions[0]
-    return error if isinstance(error, StorageError) else _first_error(error)

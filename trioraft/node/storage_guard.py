@@ -118,3 +118,9 @@ class StorageGuard:
                 self._node_id,
                 trio.current_time() - self._since,
             )
+
+
+def first_storage_error(group: BaseExceptionGroup[StorageError]) -> StorageError:
+    """The first ``StorageError`` of a (nested) exception group: the one a node stops with."""
+    error = group.exceptions[0]
+    return error if isinstance(error, StorageError) else first_storage_error(error)
