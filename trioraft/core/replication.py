@@ -61,7 +61,7 @@ def handle_append_response(r: Raft, m: AppendEntriesResponse, pr: Progress) -> N
         bcast_append(r, send_if_empty=not lazy)  # lazy: the commit rides on later messages
     while send_append(r, m.src, send_if_empty=False):
         pass
-    if not lazy and pr.commit_sent < min(r.log.committed, pr.match):
+    if not lazy and owes_commit(r, pr):
         send_append(r, m.src)  # it has the entries but may not know they committed
     if m.src == r.lead_transferee and pr.match == r.log.last_index:
         send_timeout_now(r, m.src)
@@ -129,19 +129,21 @@ def bcast_append(r: Raft, *, send_if_empty: bool = True) -> None:
                 pass
 
 
+def owes_commit(r: Raft, pr: Progress) -> bool:
+    """``pr``'s follower holds entries it has not been sent the commit of."""
+    return pr.commit_sent < min(r.log.committed, pr.match)
+
+
 def commit_unsent(r: Raft) -> bool:
-    """Does a follower hold entries it has not been sent the commit of (lazy commit)?"""
-    committed = r.log.committed
-    prs = r.prs
-    return any(prs[p].commit_sent < min(committed, prs[p].match) for p in r.peers)
+    """Is a commit owed to some follower (lazy commit)?"""
+    return any(owes_commit(r, r.prs[peer]) for peer in r.peers)
 
 
 def send_commit(r: Raft) -> None:
-    """An AppendEntries (empty unless entries are due) to each follower that holds entries
-    it has not been sent the commit of: lazy commit's bound (``RawNode.send_commit``)."""
+    """An AppendEntries (empty unless entries are due) to each follower owed a commit: lazy
+    commit's bound (``RawNode.send_commit``)."""
     for peer in r.peers:
-        pr = r.prs[peer]
-        if pr.commit_sent < min(r.log.committed, pr.match):
+        if owes_commit(r, r.prs[peer]):
             send_append(r, peer)
 
 
