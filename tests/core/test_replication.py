@@ -333,29 +333,29 @@ def test_a_lost_last_append_is_found_by_the_next_heartbeat(lazy: bool) -> None:
     assert net.applied_data(2)[-1:] == [b"x"]
 
 
-def test_lazy_commit_is_sent_on_request_only_to_followers_that_lack_it() -> None:
+@pytest.mark.parametrize("lazy", [False, True])
+def test_lazy_commit_is_sent_on_request_only_to_followers_that_lack_it(lazy: bool) -> None:
     """Lazy commit: a commit goes to no follower by itself; ``commit_unsent`` says so, and
     ``send_commit`` sends one empty AppendEntries to each follower that holds the entries
     (the node's bound, trioraft/node/commit_bound.py). Eager commit sends it at once."""
-    for lazy in (False, True):
-        net = Network.create(3, lazy_commit=lazy)
-        net.elect(1)
-        leader = net.nodes[1]
-        leader.propose(b"x")
-        net.stabilize()
-        assert leader.status.commit == 2
-        told = [m.commit for m in net.sent(AppendEntries, src=1) if m.dst == 2]
-        assert (max(told) == 2) is not lazy  # eager: an empty append carried it
-        assert leader.commit_unsent() is lazy
-        net.nodes[3].send_commit()  # a follower: nothing to send
-        leader.send_commit()
-        sent = net.nodes[1].ready().messages
-        if not lazy:
-            assert sent == ()  # everybody was told already
-            continue
+    net = Network.create(3, lazy_commit=lazy)
+    net.elect(1)
+    leader = net.nodes[1]
+    leader.propose(b"x")
+    net.stabilize()
+    assert leader.status.commit == 2
+    told = [m.commit for m in net.sent(AppendEntries, src=1) if m.dst == 2]
+    assert (max(told) == 2) is not lazy  # eager: an empty append carried it
+    assert leader.commit_unsent() is lazy
+    net.nodes[3].send_commit()  # a follower: nothing to send
+    leader.send_commit()
+    sent = net.nodes[1].ready().messages
+    if lazy:
         assert sorted((m.dst, m.commit, m.entries) for m in sent) == [(2, 2, ()), (3, 2, ())]
-        assert not leader.commit_unsent()
-        assert net.nodes[3].commit_unsent() is False  # a follower never owes a commit
+    else:
+        assert sent == ()  # everybody was told already
+    assert not leader.commit_unsent()
+    assert net.nodes[3].commit_unsent() is False  # a follower never owes a commit
 
 
 def test_commit_unsent_waits_for_a_follower_to_hold_the_entries() -> None:

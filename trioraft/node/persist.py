@@ -185,7 +185,7 @@ class Persister:
         """One attempt; after a failed sync the retry writes the Ready again, then syncs."""
         self._append(rd)
         if must_sync:
-            await self._sync_thread.run(self._timed_sync)
+            await self._sync_attempt()
 
     def _write_ready_now(self, rd: Ready, must_sync: bool) -> None:
         """``_write_ready`` on this thread (``write_now``)."""
