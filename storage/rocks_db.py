@@ -25,7 +25,27 @@ MEMTABLE_BUDGET = 64 << 20
 
 
 def raw_options() -> Options:
-    return Options(raw_mode=True)
+    """Every open of a data dir's DB uses these (or ``kv_options``), read-only ones too:
+    RocksDB loads the ``kv`` family's persisted in-place updates, which refuse to open
+    beside concurrent memtable writes (the default)."""
+    options = Options(raw_mode=True)
+    options.set_allow_concurrent_memtable_write(False)
+    return options
+
+
+def kv_options() -> Options:
+    """The ``kv`` family's: a put over a value in the memtable overwrites it in place when
+    the new value is no longer (RocksDB's ``inplace_update_support``). A key written again
+    and again then takes one memtable slot instead of one per write: its reads and writes
+    walk a small skip list that stays in cache (the apply's read of the old value and its
+    inserts; docs/performance.md). The price is that an open iterator can see a value
+    overwritten in place after it was created, so a scan of ``kv`` must be consumed before
+    the next apply (``RocksStore.scan``), and an iterator cannot go backwards through the
+    memtable (``replace_kv`` flushes it first). Needs ``allow_concurrent_memtable_write``
+    off, which costs nothing here: one thread writes."""
+    options = raw_options()
+    options.set_inplace_update_support(True)
+    return options
 
 
 def one_line(exc: BaseException) -> str:
@@ -82,7 +102,8 @@ def open_db(path: str, create: bool) -> tuple[Handles, list[TornTail]]:
         options.set_db_write_buffer_size(MEMTABLE_BUDGET)
         options.create_if_missing(create)
         options.create_missing_column_families(True)
-        db = Rdict(db_path, options, column_families={n: raw_options() for n in names})
+        families = {n: kv_options() if n == "kv" else raw_options() for n in names}
+        db = Rdict(db_path, options, column_families=families)
     except Exception as exc:
         error = translate(path, "opening RocksDB", exc)
         if isinstance(error, DataCorruption):

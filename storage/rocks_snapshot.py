@@ -255,6 +255,10 @@ class RocksSnapshotMixin:
         except Exception as exc:
             raise self._error("writing the snapshot's table file", exc) from exc
         first = self._edge_key(h.kv, last=False)
+        try:  # the last key is found backwards: not through in-place updates (kv_options)
+            h.kv.flush()
+        except Exception as exc:
+            raise self._failed("installing a snapshot", exc) from exc
         last = self._edge_key(h.kv, last=True)
         self._check_writable()
         try:

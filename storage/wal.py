@@ -158,6 +158,7 @@ def readable_log_end(db_path: str, log_cf: str) -> int | None:
     which replays the WAL up to the first damaged record. None if even that fails.
     """
     options = Options(raw_mode=True)
+    options.set_allow_concurrent_memtable_write(False)  # as rocks_db.raw_options
     options.set_wal_recovery_mode(DBRecoveryMode.point_in_time())
     try:
         names = [n for n in Rdict.list_cf(db_path, Options(raw_mode=True)) if n != "default"]

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import cbor2
 import pytest
-from rocksdict import Options, Rdict
+from rocksdict import Rdict
 
 from cli.local import node_command
 from harness.cluster import REPO, free_ports
 from storage import Identity, open_store
 from storage.records import index_key
+from storage.rocks_db import raw_options
 from storage.wal import wal_files
 from tests.storage.storage_helpers import run_child
 from trioraft import NodeConfig
@@ -86,7 +87,7 @@ def test_wrong_node_other_cluster_newer_format(layout: Layout, tmp_path: Path) -
         f"trioraft: data dir {other} belongs to cluster 0xc0ffee, "
         f"not {layout.identity(1).cluster_id:#x}"
     )
-    db = Rdict(str(data / "db"), Options(raw_mode=True))
+    db = Rdict(str(data / "db"), raw_options())
     payload = cbor2.dumps(2)
     db.get_column_family("meta")[b"format"] = zlib.crc32(payload).to_bytes(4, "big") + payload
     db.close()
@@ -98,7 +99,7 @@ def test_wrong_node_other_cluster_newer_format(layout: Layout, tmp_path: Path) -
 def test_corrupt_record_and_inconsistent_hard_state(layout: Layout, tmp_path: Path) -> None:
     data = tmp_path / "data"
     make_dir(data, layout.identity(1))
-    db = Rdict(str(data / "db"), Options(raw_mode=True))
+    db = Rdict(str(data / "db"), raw_options())
     log = db.get_column_family("log")
     value = bytearray(log[index_key(13)])
     value[-1] ^= 0x01
