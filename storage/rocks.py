@@ -264,7 +264,7 @@ class RocksStore(RocksSnapshotMixin):
     def scan(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """See ``Store.scan``. The view is fixed when ``scan`` is called (a RocksDB iterator
         pins it): keys written or deleted later are not seen. A value overwritten in place
-        later may be (``rocks_db.kv_options``): consume a scan before the next ``apply``, as
+        later may be (``rocks_options.kv_options``): consume a scan before the next ``apply``, as
         every caller does (a range read runs in one synchronous call)."""
         h = self._live()
         read_opts = ReadOptions()

@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from rocksdict import ColumnFamily, Options, Rdict
+from rocksdict import ColumnFamily, Rdict
 
 from storage.base import DataCorruption
 from storage.lock import already_open, in_use
+from storage.rocks_options import kv_options, raw_options
 from storage.wal import TornTail, readable_log_end, recovery_options, torn_tails
 from wire.errors import StorageError
 
@@ -22,30 +23,6 @@ COLUMN_FAMILIES = ("log", "meta", "kv")
 # them, and the WAL behind them with it, when nothing else flushes them (log compaction
 # does not; docs/snapshots.md).
 MEMTABLE_BUDGET = 64 << 20
-
-
-def raw_options() -> Options:
-    """Every open of a data dir's DB uses these (or ``kv_options``), read-only ones too:
-    RocksDB loads the ``kv`` family's persisted in-place updates, which refuse to open
-    beside concurrent memtable writes (the default)."""
-    options = Options(raw_mode=True)
-    options.set_allow_concurrent_memtable_write(False)
-    return options
-
-
-def kv_options() -> Options:
-    """The ``kv`` family's: a put over a value in the memtable overwrites it in place when
-    the new value is no longer (RocksDB's ``inplace_update_support``). A key written again
-    and again then takes one memtable slot instead of one per write: its reads and writes
-    walk a small skip list that stays in cache (the apply's read of the old value and its
-    inserts; docs/performance.md). The price is that an open iterator can see a value
-    overwritten in place after it was created, so a scan of ``kv`` must be consumed before
-    the next apply (``RocksStore.scan``), and an iterator cannot go backwards through the
-    memtable (``replace_kv`` flushes it first). Needs ``allow_concurrent_memtable_write``
-    off, which costs nothing here: one thread writes."""
-    options = raw_options()
-    options.set_inplace_update_support(True)
-    return options
 
 
 def one_line(exc: BaseException) -> str:

@@ -49,7 +49,7 @@ from storage.records import (
     encode_int,
     index_key,
 )
-from storage.rocks_db import raw_options
+from storage.rocks_options import raw_options
 from storage.snapshot_records import (
     META_INSTALLING,
     META_LOG_START,

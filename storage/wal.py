@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 from rocksdict import AccessType, DBRecoveryMode, Options, Rdict
 
+from storage.rocks_options import raw_options
+
 BLOCK_SIZE = 32768
 HEADER_SIZE = 7
 RECYCLABLE_HEADER_SIZE = 11
@@ -157,15 +159,14 @@ def readable_log_end(db_path: str, log_cf: str) -> int | None:
     Opens the DB read-only (nothing is written, no lock is taken) in point-in-time mode,
     which replays the WAL up to the first damaged record. None if even that fails.
     """
-    options = Options(raw_mode=True)
-    options.set_allow_concurrent_memtable_write(False)  # as rocks_db.raw_options
+    options = raw_options()
     options.set_wal_recovery_mode(DBRecoveryMode.point_in_time())
     try:
-        names = [n for n in Rdict.list_cf(db_path, Options(raw_mode=True)) if n != "default"]
+        names = [n for n in Rdict.list_cf(db_path, raw_options()) if n != "default"]
         db = Rdict(
             db_path,
             options,
-            column_families={n: Options(raw_mode=True) for n in names},
+            column_families={n: raw_options() for n in names},
             access_type=AccessType.read_only(False),
         )
     except Exception:

@@ -18,7 +18,7 @@ from cli.local import node_command
 from harness.cluster import REPO, free_ports
 from storage import Identity, open_store
 from storage.records import index_key
-from storage.rocks_db import raw_options
+from storage.rocks_options import raw_options
 from storage.wal import wal_files
 from tests.storage.storage_helpers import run_child
 from trioraft import NodeConfig

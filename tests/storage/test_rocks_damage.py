@@ -145,7 +145,7 @@ def test_rocksdb_default_recovery_mode_would_lose_synced_entries(data: Path) -> 
     flipped byte in entry 50's batch silently drops entries 46..100, all synced."""
     flip_in_entry(data, 50)
     options = Options(raw_mode=True)
-    options.set_allow_concurrent_memtable_write(False)  # as storage.rocks_db.raw_options
+    options.set_allow_concurrent_memtable_write(False)  # as storage.rocks_options.raw_options
     options.set_wal_recovery_mode(DBRecoveryMode.point_in_time())
     cfs = {name: Options(raw_mode=True) for name in ("log", "meta", "kv")}
     db = Rdict(str(data / "db"), options, column_families=cfs)

@@ -18,6 +18,7 @@ import pytest
 from rocksdict import Options, Rdict
 
 import storage.rocks_db
+import storage.rocks_options
 from storage import FORMAT_VERSION, RocksStore, open_store
 from storage.records import index_key
 from tests.storage.storage_helpers import ID, REPO, entries, run_child
@@ -28,7 +29,7 @@ from wire.messages import HardState
 def raw_db(data: Path) -> Rdict:
     """Open a closed store's RocksDB directly, as a foreign tool would: raw mode, and no
     concurrent memtable writes (the kv family's in-place updates refuse them)."""
-    return Rdict(str(data / "db"), storage.rocks_db.raw_options())
+    return Rdict(str(data / "db"), storage.rocks_options.raw_options())
 
 
 def test_on_disk_layout(tmp_path: Path) -> None:
@@ -127,7 +128,7 @@ def test_rocksdb_lock_error_is_translated(tmp_path: Path) -> None:
         "import sys\n"
         "from rocksdict import Options, Rdict\n"
         "o = Options(raw_mode=True)\n"
-        "o.set_allow_concurrent_memtable_write(False)\n"  # as storage.rocks_db.raw_options
+        "o.set_allow_concurrent_memtable_write(False)\n"  # as storage.rocks_options.raw_options
         "db = Rdict(sys.argv[1] + '/db', o)\n"
         "print('open', flush=True)\n"
         "sys.stdin.read()\n"
@@ -166,7 +167,7 @@ def test_same_process_second_open_fails(tmp_path: Path) -> None:
 
 
 def test_kv_values_are_overwritten_in_place(tmp_path: Path) -> None:
-    """A key written again and again keeps one memtable slot (``rocks_db.kv_options``):
+    """A key written again and again keeps one memtable slot (``rocks_options.kv_options``):
     20,000 same-size writes of one key leave the kv memtable a few KiB; with a slot per
     write (RocksDB's default) they came to ~1 MiB."""
     with open_store(str(tmp_path / "d"), ID) as store:
