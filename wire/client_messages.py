@@ -21,10 +21,10 @@ answers a repeated ``(session_id, seq)`` from the result it kept instead of appl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
 
 from wire.codec import register
+from wire.value import value
 
 
 class Consistency(IntEnum):
@@ -90,7 +90,7 @@ class EventType(IntEnum):
     DELETE = 1
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class KeyValue:
     """A key with its value and metadata: ``create_revision`` (when the key was created),
     ``mod_revision`` (its last write) and ``version`` (writes since creation, from 1)."""
@@ -102,7 +102,7 @@ class KeyValue:
     version: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Compare:
     """One condition of a transaction; build it with the static methods.
 
@@ -142,7 +142,7 @@ class Compare:
         return Compare(_bytes(key), CompareTarget.CREATE_REVISION, _op(op), number=revision)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TxnOp:
     """One operation of a transaction branch: ``TxnOp.put(k, v)``, ``.delete(k)``, ``.get(k)``."""
 
@@ -163,7 +163,7 @@ class TxnOp:
         return TxnOp(OpKind.GET, _bytes(key))
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class OpResult:
     """The result of one ``TxnOp``: for put and delete, whether the key existed before; for
     get, the key (``kv``, None if absent)."""
@@ -173,7 +173,7 @@ class OpResult:
     kv: KeyValue | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Event:
     """A watch event. PUT: ``kv`` is the new key-value. DELETE: ``kv`` has the key, an empty
     value and the delete's revision as ``mod_revision``. ``prev_kv`` when asked for."""
@@ -190,12 +190,12 @@ class Event:
 # --- requests and replies -----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class StatusRequest:
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class StatusReply:
     node_id: int
     cluster_id: int
@@ -207,7 +207,7 @@ class StatusReply:
     last_index: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class PutRequest:
     key: bytes
     value: bytes
@@ -215,14 +215,14 @@ class PutRequest:
     seq: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class DeleteRequest:
     key: bytes
     session_id: int = 0
     seq: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class WriteReply:
     """A write committed and applied at ``revision`` (its log index).
 
@@ -233,13 +233,13 @@ class WriteReply:
     existed: bool
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class GetRequest:
     key: bytes
     consistency: Consistency = Consistency.DEFAULT
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class GetReply:
     """``kv`` is None when the key does not exist; ``revision`` is the applied index read."""
 
@@ -247,7 +247,7 @@ class GetReply:
     revision: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ErrorReply:
     """A typed error: ``code`` is a ``wire.errors`` class code; ``leader_id`` for NotLeader."""
 
@@ -256,7 +256,7 @@ class ErrorReply:
     leader_id: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TxnRequest:
     """If every compare holds, apply ``success``, else ``failure``: one log entry."""
 
@@ -267,7 +267,7 @@ class TxnRequest:
     seq: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TxnReply:
     """``revision``: the log index of the transaction (whichever branch ran)."""
 
@@ -276,7 +276,7 @@ class TxnReply:
     results: list[OpResult]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RangeRequest:
     """Keys in ``[start, end)`` (``end`` None: no upper bound), at most ``limit`` of them
     (0: the node's ``max_scan_keys``)."""
@@ -287,7 +287,7 @@ class RangeRequest:
     consistency: Consistency = Consistency.DEFAULT
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RangeReply:
     """``more``: keys after the last one returned remain in the range."""
 
@@ -296,7 +296,7 @@ class RangeReply:
     more: bool
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class WatchRequest:
     """Stream events for ``key`` (or every key under it with ``prefix``) from
     ``start_revision`` (0: from the node's next applied revision)."""
@@ -307,7 +307,7 @@ class WatchRequest:
     prev_kv: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class WatchCreated:
     """First message of a watch stream: ``revision`` is the node's applied index; the node
     sends a progress message at least every ``progress_ms`` while the watch is idle."""
@@ -316,21 +316,21 @@ class WatchCreated:
     progress_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class WatchEvents:
     """Events in revision order; all events of one revision are in one message."""
 
     events: list[Event]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class WatchProgress:
     """Every event with a revision <= ``revision`` has been sent on this stream."""
 
     revision: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class WatchCanceled:
     """Last message of a watch stream: an error ``code`` (``wire.errors``) and why.
     ``compact_revision``: for ``Compacted``, the oldest revision still available.
@@ -342,19 +342,19 @@ class WatchCanceled:
     retryable: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class WatchCancelRequest:
     """Stop the watch opened by request ``watch_id`` on this connection (no reply)."""
 
     watch_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SessionRequest:
     """Register a client session (one log entry); the reply names it."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SessionReply:
     """``session_id`` is the registering entry's index; the session expires after ``ttl_ms``
     of log time without a write."""

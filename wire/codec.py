@@ -7,13 +7,13 @@ strips the routing-id frame itself; the codec never sees it)::
             version u8 | flags u8 (0; reserved) | type code u16 | cluster id u64 | request id u64
     body    CBOR: the message's fields in declaration order, as an array (not a map)
 
-Every message type is a frozen dataclass registered with a type code (``register``); the
-Raft messages of :mod:`wire.messages` use codes 1..31 and are registered on import, so other
-modules register their own types from 32 up. Field types supported: ``int`` (unsigned 64-bit
-unless annotated ``Annotated[int, SIGNED]``), ``bool``, ``bytes``, ``str``, ``float``,
-``None``, ``IntEnum`` subclasses, ``X | None`` and other unions (tried in order), ``list[X]``,
-``tuple[X, ...]``, ``dict[str | bytes, X]``, nested dataclasses (as
-nested arrays) and ``Any`` (native CBOR values only).
+Every message type is a ``@value`` class (``wire.value``) or a frozen dataclass, registered
+with a type code (``register``); the Raft messages of :mod:`wire.messages` use codes 1..31 and
+are registered on import, so other modules register their own types from 32 up. Field types
+supported: ``int`` (unsigned 64-bit unless annotated ``Annotated[int, SIGNED]``), ``bool``,
+``bytes``, ``str``, ``float``, ``None``, ``IntEnum`` subclasses, ``X | None`` and other unions
+(tried in order), ``list[X]``, ``tuple[X, ...]``, ``dict[str | bytes, X]``, nested dataclasses
+(as nested arrays) and ``Any`` (native CBOR values only).
 
 Decoding is strict: anything unexpected raises :class:`~wire.errors.WireError` with a
 one-line message, and no foreign exception escapes. CBOR tags are rejected, so a body can
@@ -107,7 +107,8 @@ _BY_CLASS: dict[type, _Spec] = {}
 
 
 def register(code: int, cls: type) -> None:
-    """Give the frozen dataclass ``cls`` the wire type code ``code`` (1..65535).
+    """Give ``cls``, a ``@value`` class or a frozen dataclass, the wire type code ``code``
+    (1..65535).
 
     Converters are built now, from ``typing.get_type_hints(cls)``: an unsupported field type
     raises ``TypeError`` here, not when the first message is sent. A code or class that is

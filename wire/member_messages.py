@@ -8,10 +8,10 @@ addresses, as of the log index of the entry that set it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
 
 from wire.codec import register
+from wire.value import value
 
 
 class MemberOp(IntEnum):
@@ -23,7 +23,7 @@ class MemberOp(IntEnum):
     DEMOTE = 3  # voter -> learner
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class MemberChange:
     op: MemberOp
     node_id: int
@@ -50,7 +50,7 @@ class MemberChange:
         return MemberChange(MemberOp.DEMOTE, node_id)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class MemberAddress:
     """A member's addresses; ``client_addr`` is "" while unknown (an initial member that
     has not led yet: leaders announce their own)."""
@@ -61,7 +61,7 @@ class MemberAddress:
     auto_promote: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ClusterMembership:
     """A configuration as of log index ``index``. ``voters_outgoing`` is non-empty only
     while a change is half done (joint consensus); ``learners_next`` are voters that
@@ -98,7 +98,7 @@ class ClusterMembership:
         return "none"
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class MemberProgress:
     """The leader's view of a member: the last log index known to be replicated there."""
 
@@ -106,7 +106,7 @@ class MemberProgress:
     match: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class UpdateClusterConfRequest:
     """Change the membership (to the leader): ``changes`` apply together, as one joint
     change if the voters change. Answered once the change is complete (committed)."""
@@ -114,17 +114,17 @@ class UpdateClusterConfRequest:
     changes: list[MemberChange]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class UpdateClusterConfReply:
     membership: ClusterMembership  # the committed configuration that completed the change
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ClusterMetadataRequest:
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ClusterMetadata:
     """The answering node's view; ``progress`` only when it is the leader."""
 
@@ -140,12 +140,12 @@ class ClusterMetadata:
     progress: list[MemberProgress]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class DiscoverLeaderRequest:
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class DiscoverLeaderReply:
     """The leader this node knows (``leader_id`` 0: none) and its addresses ("" if the
     membership does not record them)."""
@@ -156,7 +156,7 @@ class DiscoverLeaderReply:
     peer_addr: str
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class JoinClusterRequest:
     """A new node asks to be added as a learner (``auto_promote``: promoted to voter by
     the leader once its log is close enough). Idempotent: a node already a member with
@@ -168,7 +168,7 @@ class JoinClusterRequest:
     auto_promote: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class JoinClusterReply:
     """``cluster_id`` (the joining node cannot derive it) and the committed membership
     that includes the new node."""
@@ -177,19 +177,19 @@ class JoinClusterReply:
     membership: ClusterMembership
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class WatchMembershipRequest:
     """A stream: ``MembershipEvent`` with the current committed membership, then one per
     committed change; ends with ``WatchCanceled`` (``Unavailable``, retryable) when the
     node shuts down."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class MembershipEvent:
     membership: ClusterMembership
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TransferLeaderRequest:
     """Hand leadership to ``target`` (0: the most up-to-date voter), to the leader;
     answered once another node leads (thesis §3.10)."""
@@ -197,7 +197,7 @@ class TransferLeaderRequest:
     target: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TransferLeaderReply:
     leader_id: int
     term: int

@@ -1,16 +1,18 @@
 """Pure message types shared by the Raft core, the codec and storage.
 
 Standard library only: ``trioraft.core`` imports this module, and a test enforces that the
-core imports nothing impure. Every message is a frozen, slotted dataclass; node ids are
-positive integers and ``0`` means "nobody" wherever an id may be absent.
+core imports nothing impure. Every message is a ``@value`` class (``wire.value``: a slotted
+dataclass, frozen to the type checker, cheap to build); node ids are positive integers and
+``0`` means "nobody" wherever an id may be absent.
 
 Every Raft message carries ``src``, ``dst`` and ``term`` (the sender's current term).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
+
+from wire.value import value
 
 NO_NODE = 0
 
@@ -21,7 +23,7 @@ class EntryKind(IntEnum):
     CONFIG = 2  # membership change (reserved for joint consensus)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Entry:
     term: int
     index: int
@@ -29,7 +31,7 @@ class Entry:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class HardState:
     """What Raft must persist before it answers: current term, vote in it, commit index."""
 
@@ -38,7 +40,7 @@ class HardState:
     commit: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RequestVote:
     """A (pre-)vote request (§5.2; pre-vote: thesis §9.6).
 
@@ -56,7 +58,7 @@ class RequestVote:
     transfer: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RequestVoteResponse:
     src: int
     dst: int
@@ -65,7 +67,7 @@ class RequestVoteResponse:
     pre_vote: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class AppendEntries:
     """Log replication (§5.3): entries follow ``prev_index``/``prev_term``."""
 
@@ -78,7 +80,7 @@ class AppendEntries:
     commit: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class AppendEntriesResponse:
     """Answer to AppendEntries.
 
@@ -96,7 +98,7 @@ class AppendEntriesResponse:
     hint_term: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Heartbeat:
     """Leader liveness and commit propagation; ``context`` tags a ReadIndex round."""
 
@@ -107,7 +109,7 @@ class Heartbeat:
     context: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class HeartbeatResponse:
     src: int
     dst: int
@@ -115,7 +117,7 @@ class HeartbeatResponse:
     context: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class TimeoutNow:
     """Leadership transfer (thesis §3.10): the receiver campaigns at once."""
 
@@ -124,7 +126,7 @@ class TimeoutNow:
     term: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class PeerProbe:
     """A connection check between peer transports, never seen by the core: a node that
     bootstraps a cluster sends one to each initial member to learn which are reachable
@@ -135,7 +137,7 @@ class PeerProbe:
     term: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SnapshotMeta:
     """What a snapshot covers (§7): the state machine after every entry up to ``index``,
     whose term is ``term``, and the configuration at that point: its ``voters`` and, when
@@ -150,7 +152,7 @@ class SnapshotMeta:
     membership: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class InstallSnapshot:
     """A leader's snapshot reached this follower whole and verified (§7, InstallSnapshot).
 
@@ -175,7 +177,7 @@ class SnapshotStatus(IntEnum):
     REFUSED = 5  # stale term or unknown transfer: stop
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SnapshotOffer:
     """Leader -> follower: a transfer of snapshot (``index``, ``snap_term``) of ``size``
     bytes whose SHA-256 is ``sha256`` is about to start (or resume)."""
@@ -189,7 +191,7 @@ class SnapshotOffer:
     sha256: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SnapshotOfferReply:
     """Follower -> leader: go on from byte ``offset`` (0, or where a cut transfer of the
     same file stopped), or stop (``REFUSED``)."""
@@ -202,7 +204,7 @@ class SnapshotOfferReply:
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SnapshotChunk:
     """Leader -> follower: bytes ``[offset, offset + len(data))`` of the snapshot file;
     ``crc32`` is ``zlib.crc32(data)``; ``last`` marks the chunk that ends the file."""
@@ -217,7 +219,7 @@ class SnapshotChunk:
     last: bool
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SnapshotAck:
     """Follower -> leader, for every chunk: ``offset`` is how many bytes the follower has
     stored in order, so the next byte it wants (see ``SnapshotStatus``)."""

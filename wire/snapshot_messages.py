@@ -10,18 +10,17 @@ Codes 60..63 (client messages use 32 up; 52..59 are left to other client feature
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from wire.codec import register
+from wire.value import value
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SnapshotSaveRequest:
     """Build a snapshot of the node's applied state now (it also counts as the node's
     policy snapshot: the log is compacted to it)."""
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SnapshotSaveReply:
     index: int
     term: int
@@ -29,7 +28,7 @@ class SnapshotSaveReply:
     sha256: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SnapshotReadRequest:
     """Bytes ``[offset, offset + length)`` of snapshot (``index``, ``term``)."""
 
@@ -39,7 +38,7 @@ class SnapshotReadRequest:
     length: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SnapshotReadReply:
     offset: int
     data: bytes

@@ -28,7 +28,7 @@ ALLOWED_STDLIB = frozenset(
         "typing",
     }
 )
-ALLOWED_PROJECT = frozenset({"wire.messages", "wire.errors"})
+ALLOWED_PROJECT = frozenset({"wire.messages", "wire.errors", "wire.value"})
 
 
 def _allowed(module: str) -> bool:

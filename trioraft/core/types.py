@@ -1,7 +1,8 @@
 """Value types of the Raft core: roles, configuration, and what a ``Ready`` hands the shell.
 
-Everything here is a frozen, slotted dataclass or an ``IntEnum``; nothing here does work
-beyond validating ``CoreConfig``.
+Everything here is immutable: ``CoreConfig`` a frozen dataclass, what a ``Ready`` carries
+``@value`` classes (``wire.value``: frozen to the type checker, cheap to build), the rest
+``IntEnum``; nothing here does work beyond validating ``CoreConfig``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Protocol
 
 from wire.errors import ConfigError
 from wire.messages import NO_NODE, Entry, HardState, Message, SnapshotMeta
+from wire.value import value
 
 
 class Role(IntEnum):
@@ -57,7 +59,7 @@ class CoreInvariantError(RuntimeError):
     """
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)  # built once: keeps the run-time guard
 class CoreConfig:
     """Static configuration of one Raft node; validated on construction (``ConfigError``)."""
 
@@ -110,7 +112,7 @@ class CoreConfig:
             )
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SoftState:
     """Volatile state worth telling the shell about; never persisted."""
 
@@ -121,7 +123,7 @@ class SoftState:
 INITIAL_SOFT_STATE = SoftState(leader_id=NO_NODE, role=Role.FOLLOWER)
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ReadState:
     """A confirmed ReadIndex (thesis §6.4): serve read ``context`` once applied >= index."""
 
@@ -129,7 +131,7 @@ class ReadState:
     index: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class SnapshotNeeded:
     """Leader: follower ``to`` needs entries the log no longer has (§7). Stream it a
     snapshot whose index is at least ``index`` (the shell's newest one qualifies), then
@@ -140,7 +142,7 @@ class SnapshotNeeded:
     term: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Status:
     node_id: int
     role: Role
@@ -151,7 +153,7 @@ class Status:
     last_index: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Ready:
     """One batch of work for the shell. Process the fields in this order:
 

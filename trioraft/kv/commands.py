@@ -16,7 +16,6 @@ these stamps ("log time"), so every node decides it identically (see ``sessions`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
@@ -24,6 +23,7 @@ import cbor2
 
 from wire.client_messages import Compare, CompareOp, CompareTarget, OpKind, TxnOp
 from wire.errors import InvalidRequest
+from wire.value import value
 
 
 class Op(IntEnum):
@@ -34,30 +34,30 @@ class Op(IntEnum):
     SESSION = 5
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Put:
     key: bytes
     value: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Delete:
     key: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Txn:
     compares: tuple[Compare, ...]
     success: tuple[TxnOp, ...]
     failure: tuple[TxnOp, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class RegisterSession:
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class InSession:
     """``command`` under client session ``session_id`` with sequence number ``seq``."""
 
@@ -204,7 +204,7 @@ def _txn_op(fields: Any) -> TxnOp:
     raise ValueError("bad txn op")
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Limits:
     """Size limits checked before a command is proposed (etcd: 1.5 MiB per request).
 

@@ -24,7 +24,6 @@ batch is stored (``commit``), so a failed storage write can be retried from scra
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Final
 
 import cbor2
@@ -41,11 +40,12 @@ from wire.client_messages import (
     WriteReply,
 )
 from wire.errors import StorageError
+from wire.value import value
 
 Result = WriteReply | TxnReply | ErrorReply
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Session:
     last_seq: int
     last_stamp: int  # log time of the last write (or the registration)
