@@ -75,6 +75,14 @@ async def test_key_and_prefix_watchers_get_their_events_in_order() -> None:
     assert exact.events() == [(b"app/1", 1)] and len(h) == 1
 
 
+async def test_a_revision_cut_by_the_history_bound_counts_as_compacted() -> None:
+    h = hub(history=3)
+    h.publish([put(b"a", 1), put(b"b", 2), put(b"c", 2)], 2)  # a transaction at 2
+    assert h.oldest == 1
+    h.publish([put(b"d", 3), put(b"e", 3)], 3)  # evicts 1 and half of 2
+    assert h.oldest == 3
+
+
 async def test_start_in_the_past_replays_or_says_compacted() -> None:
     h = hub(history=3)
     h.publish([put(b"k", r) for r in (1, 2, 3, 4, 5)], 5)

@@ -153,7 +153,10 @@ class WatchHub:
         if events and self._history:
             ring = self._ring
             ring.extend(events)
-            while len(ring) > self._history:
+            excess = len(ring) - self._history
+            if excess > 0:  # revisions never fall along the ring: the last one out counts
+                for _ in range(excess - 1):
+                    ring.popleft()
                 self.oldest = max(self.oldest, ring.popleft().revision + 1)
         elif events:
             self.oldest = applied + 1
