@@ -5,6 +5,7 @@ Entries are built by hand and applied to an in-memory store, as the apply task w
 
 from __future__ import annotations
 
+import cbor2
 import pytest
 
 from storage import Identity, MemoryStore
@@ -12,6 +13,7 @@ from trioraft.kv.commands import (
     Delete,
     InSession,
     Limits,
+    Op,
     Put,
     RegisterSession,
     Txn,
@@ -207,6 +209,19 @@ def test_commands_round_trip_and_limits() -> None:
         limits.check_txn(Txn((Compare.exists("aaaaa"),), (), ()))
     with pytest.raises(InvalidRequest, match="values of 10 bytes"):
         limits.check_txn(Txn((), (TxnOp.put("a", "12345"), TxnOp.put("b", "12345")), ()))
+
+
+@pytest.mark.parametrize("n", [0, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1])
+def test_a_put_under_a_session_is_encoded_as_cbor2_would(n: int) -> None:
+    """The common entry is built from CBOR heads; it stays cbor2's bytes at every boundary."""
+    for sid, seq, stamp in ((n, 1, 2), (1, n, 2), (1, 2, n)):
+        for key, value in ((b"k", b""), (b"k" * min(n, 300), b"v" * min(n, 70_000))):
+            cmd = InSession(sid, seq, Put(key, value))
+            want = cbor2.dumps([Op.SESSION, sid, seq, stamp, [Op.PUT, key, value]])
+            assert encode_command(cmd, stamp) == want
+            assert decode_command(want) == (cmd, stamp)
+    big = InSession(2**64, 1, Put(b"k", b"v"))  # past u64: cbor2's bignum, as before
+    assert encode_command(big, 5) == cbor2.dumps([Op.SESSION, 2**64, 1, 5, [Op.PUT, b"k", b"v"]])
 
 
 def test_a_pre_envelope_data_dir_is_refused() -> None:

@@ -17,10 +17,11 @@ these stamps ("log time"), so every node decides it identically (see ``sessions`
 from __future__ import annotations
 
 from enum import IntEnum
-from typing import Any
+from typing import Any, Final
 
 import cbor2
 
+from wire.cbor_heads import ARRAY, bstr_head, head, uint
 from wire.client_messages import Compare, CompareOp, CompareTarget, OpKind, TxnOp
 from wire.errors import InvalidRequest
 from wire.value import value
@@ -72,6 +73,8 @@ Command = Put | Delete | Txn | RegisterSession | InSession
 # Plain ints for the hot paths (an IntEnum's ``.value`` is a property lookup per call).
 _PUT, _DELETE, _TXN = int(Op.PUT), int(Op.DELETE), int(Op.TXN)
 _REGISTER, _SESSION = int(Op.REGISTER_SESSION), int(Op.SESSION)
+_SESSION_PUT_HEAD: Final = head(ARRAY, 5) + uint(_SESSION)  # [SESSION, sid, seq, stamp, [..]]
+_PUT_HEAD: Final = head(ARRAY, 3) + uint(_PUT)  # [PUT, key, value]
 
 
 def _fields(cmd: Write) -> list[Any]:
@@ -90,10 +93,31 @@ def _fields(cmd: Write) -> list[Any]:
 def encode_command(cmd: Command, stamp: int = 0) -> bytes:
     """The entry data for ``cmd``; ``stamp`` (ms) is recorded for session commands."""
     if isinstance(cmd, InSession):
-        return cbor2.dumps([_SESSION, cmd.session_id, cmd.seq, stamp, _fields(cmd.command)])
+        inner = cmd.command
+        if type(inner) is Put and (cmd.session_id | cmd.seq | stamp) >> 64 == 0:
+            return _session_put(cmd.session_id, cmd.seq, stamp, inner.key, inner.value)
+        return cbor2.dumps([_SESSION, cmd.session_id, cmd.seq, stamp, _fields(inner)])
     if isinstance(cmd, RegisterSession):
         return cbor2.dumps([_REGISTER, stamp])
     return cbor2.dumps(_fields(cmd))
+
+
+def _session_put(sid: int, seq: int, stamp: int, key: bytes, value: bytes) -> bytes:
+    """``cbor2.dumps([_SESSION, sid, seq, stamp, [_PUT, key, value]])``, byte for byte, from
+    CBOR heads: the leader encodes every write, and this is its common shape."""
+    return b"".join(
+        (
+            _SESSION_PUT_HEAD,
+            uint(sid),
+            uint(seq),
+            uint(stamp),
+            _PUT_HEAD,
+            bstr_head(len(key)),
+            key,
+            bstr_head(len(value)),
+            value,
+        )
+    )
 
 
 def decode_command(data: bytes) -> tuple[Command, int]:
