@@ -51,6 +51,7 @@ from .messages import (
     SnapshotOfferReply,
     TimeoutNow,
 )
+from .value import value
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE",
@@ -82,7 +83,7 @@ _ROUTING_PREFIX: Final = b"N"
 _ROUTING_ID: Final = struct.Struct(">cQ")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@value
 class Decoded:
     """A decoded message with the header fields that came with it."""
 

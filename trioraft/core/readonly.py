@@ -19,13 +19,13 @@ from it.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 
 from trioraft.core.quorum import JointConfig, MajorityConfig
 from trioraft.core.types import ReadState
+from wire.value import value
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class PendingRead:
     context: int
     index: int  # the leader's commit index when the read became eligible

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from trioraft.core import Ready
 from trioraft.node.clients import Send
 from trioraft.node.waiters import Read
+from wire.value import value
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +21,7 @@ class LeaderInfo:
     term: int
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Propose:
     """Append ``data`` (an encoded command); ``reply`` gets the result once it applies."""
 
@@ -28,14 +29,14 @@ class Propose:
     reply: Send
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class ReadIndex:
     """Confirm leadership with a quorum, then serve ``read`` at that commit index."""
 
     read: Read
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Persisted:
     """The persist task made ``ready`` durable (and sent the messages that waited for it);
     ``synced``: everything written before it is durable too (``RawNode.advance``)."""
@@ -44,7 +45,7 @@ class Persisted:
     synced: bool
 
 
-@dataclass(frozen=True, slots=True)
+@value
 class Synced:
     """To the persist task: sync every write so far; then back to the raft loop: done.
     ``(index, term)``: the last entry written before the sync began (``RawNode.synced``)."""
