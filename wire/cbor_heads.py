@@ -41,13 +41,12 @@ def _head_builder(major: int) -> Callable[[int], bytes]:
     return build
 
 
-_BY_MAJOR: Final = {major: _head_builder(major) for major in (UINT, BYTES, ARRAY)}
+_BY_MAJOR: Final = {major: _head_builder(major) for major in range(0, 0x100, 0x20)}  # all 8
 
 
 def head(major: int, n: int) -> bytes:
     """The head of an item of ``major`` type with argument ``n`` (0 <= n < 2**64)."""
-    build = _BY_MAJOR.get(major)
-    return build(n) if build is not None else _head_builder(major)(n)
+    return _BY_MAJOR[major](n)
 
 
 uint: Final = _BY_MAJOR[UINT]

@@ -17,10 +17,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from rocksdict import DBRecoveryMode, Options, Rdict
+from rocksdict import DBRecoveryMode, Rdict
 
 from storage import DataCorruption, open_store
 from storage.records import encode_entry
+from storage.rocks_options import raw_options
 from storage.wal import torn_tail, wal_files
 from tests.storage.storage_helpers import ID, run_child
 from wire.messages import Entry, EntryKind, HardState
@@ -144,10 +145,9 @@ def test_rocksdb_default_recovery_mode_would_lose_synced_entries(data: Path) -> 
     """Why trioraft does not use RocksDB's default (point-in-time) WAL recovery: one
     flipped byte in entry 50's batch silently drops entries 46..100, all synced."""
     flip_in_entry(data, 50)
-    options = Options(raw_mode=True)
-    options.set_allow_concurrent_memtable_write(False)  # as storage.rocks_options.raw_options
+    options = raw_options()
     options.set_wal_recovery_mode(DBRecoveryMode.point_in_time())
-    cfs = {name: Options(raw_mode=True) for name in ("log", "meta", "kv")}
+    cfs = {name: raw_options() for name in ("log", "meta", "kv")}
     db = Rdict(str(data / "db"), options, column_families=cfs)
     try:
         log = db.get_column_family("log")

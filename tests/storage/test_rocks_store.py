@@ -126,10 +126,9 @@ def test_rocksdb_lock_error_is_translated(tmp_path: Path) -> None:
     open_store(str(data), ID).close()
     code = (
         "import sys\n"
-        "from rocksdict import Options, Rdict\n"
-        "o = Options(raw_mode=True)\n"
-        "o.set_allow_concurrent_memtable_write(False)\n"  # as storage.rocks_options.raw_options
-        "db = Rdict(sys.argv[1] + '/db', o)\n"
+        "from rocksdict import Rdict\n"
+        "from storage.rocks_options import raw_options\n"
+        "db = Rdict(sys.argv[1] + '/db', raw_options())\n"
         "print('open', flush=True)\n"
         "sys.stdin.read()\n"
         "db.close()\n"

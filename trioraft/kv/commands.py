@@ -95,14 +95,14 @@ def encode_command(cmd: Command, stamp: int = 0) -> bytes:
     if isinstance(cmd, InSession):
         inner = cmd.command
         if type(inner) is Put and (cmd.session_id | cmd.seq | stamp) >> 64 == 0:
-            return _session_put(cmd.session_id, cmd.seq, stamp, inner.key, inner.value)
+            return _encode_session_put(cmd.session_id, cmd.seq, stamp, inner.key, inner.value)
         return cbor2.dumps([_SESSION, cmd.session_id, cmd.seq, stamp, _fields(inner)])
     if isinstance(cmd, RegisterSession):
         return cbor2.dumps([_REGISTER, stamp])
     return cbor2.dumps(_fields(cmd))
 
 
-def _session_put(sid: int, seq: int, stamp: int, key: bytes, value: bytes) -> bytes:
+def _encode_session_put(sid: int, seq: int, stamp: int, key: bytes, value: bytes) -> bytes:
     """``cbor2.dumps([_SESSION, sid, seq, stamp, [_PUT, key, value]])``, byte for byte, from
     CBOR heads: the leader encodes every write, and this is its common shape."""
     return b"".join(
