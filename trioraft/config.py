@@ -37,6 +37,7 @@ class NodeConfig:
     max_message_bytes: int = 64 << 20
     max_append_bytes: int = 1 << 20
     max_inflight: int = 256
+    max_read_rounds: int = 1
     pre_vote: bool = True
     check_quorum: bool = True
     # True: followers learn a commit index from the next append, not from an empty append
@@ -122,6 +123,8 @@ class NodeConfig:
             )
         if self.max_value_bytes + self.max_key_bytes + 1024 > self.max_message_bytes:
             raise ConfigError("max_message_bytes must exceed max_key_bytes + max_value_bytes")
+        if self.max_read_rounds < 0:
+            raise ConfigError(f"max_read_rounds must be >= 0, got {self.max_read_rounds}")
         if self.lazy_commit_ms < 0:
             raise ConfigError(f"lazy_commit_ms must be >= 0, got {self.lazy_commit_ms}")
         if self.promote_lag < 0:

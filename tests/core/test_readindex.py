@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trioraft.core import ReadState, Role
+from trioraft.core import ReadState, Ready, Role
 from wire.errors import NotLeader
 from wire.messages import Heartbeat, HeartbeatResponse
 
@@ -86,6 +86,54 @@ def test_read_queued_after_a_round_waits_for_the_next_round() -> None:
     net.queue.extend(rd2.messages)  # the next round, started for read 2
     net.stabilize()
     assert net.reads[1] == [ReadState(2, 1)]
+
+
+def _heartbeats(rd: Ready) -> list[Heartbeat]:
+    return [m for m in rd.messages if isinstance(m, Heartbeat)]
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+def test_reads_arriving_while_the_round_limit_is_reached_share_the_next_round(
+    limit: int,
+) -> None:
+    """``max_read_rounds``: no new round while ``limit`` rounds await their quorum; the
+    reads that arrive meanwhile ride one round sent once a quorum answers."""
+    net = Network.create(3, max_read_rounds=limit)
+    net.elect(1)
+    leader = net.nodes[1]
+    in_flight = []
+    for context in range(limit):  # fill the limit: one round per Ready
+        leader.read_index(context)
+        rd = leader.ready()
+        assert len({m.context for m in _heartbeats(rd)}) == 1
+        leader.advance(rd)
+        in_flight.extend(rd.messages)
+    leader.read_index(10)
+    leader.read_index(11)
+    held = leader.ready()
+    assert _heartbeats(held) == []  # the limit is reached: no round for reads 10 and 11
+    leader.advance(held)
+    net.queue.extend(in_flight)
+    net.stabilize()  # the rounds in flight are confirmed; the next one goes out for 10, 11
+    assert net.reads[1] == [ReadState(c, 1) for c in (*range(limit), 10, 11)]
+
+
+def test_held_reads_are_confirmed_by_the_next_heartbeat_when_a_round_is_lost() -> None:
+    """A lost round cannot strand the reads held behind the limit: the periodic heartbeat
+    starts a round of its own, and its quorum confirms them."""
+    net = Network.create(3, max_read_rounds=1)
+    net.elect(1)
+    leader = net.nodes[1]
+    leader.read_index(1)
+    lost = leader.ready()
+    assert _heartbeats(lost)
+    leader.advance(lost)  # its heartbeats are never delivered
+    leader.read_index(2)
+    net.stabilize()
+    assert net.reads[1] == []
+    net.tick(1, net.config(1).heartbeat_ticks)
+    net.stabilize()
+    assert net.reads[1] == [ReadState(1, 1), ReadState(2, 1)]
 
 
 def test_new_leader_answers_reads_only_after_committing_its_noop() -> None:

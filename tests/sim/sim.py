@@ -114,6 +114,8 @@ class Simulation:
         # Half the seeds run with lazy commit (the node's default). Drawn from a generator of
         # its own so that the main stream, and so every earlier seed's draws, stay as they were.
         self.lazy_commit = random.Random(cfg.seed * 7919 + 1).random() < 0.5
+        # ReadIndex rounds awaiting a quorum at once: the node's default (1), none, or two.
+        self.max_read_rounds = random.Random(cfg.seed * 7919 + 2).choice((1, 0, 2))
         self.all_ids = tuple(ids)
         self.nodes = {
             i: SimNode(
@@ -127,6 +129,7 @@ class Simulation:
                     max_inflight=self.max_inflight,
                     max_append_bytes=self.max_bytes,
                     lazy_commit=self.lazy_commit,
+                    max_read_rounds=self.max_read_rounds,
                     planted_bugs=cfg.bugs,
                 ),
                 seed=cfg.seed * 100 + i,
@@ -148,7 +151,7 @@ class Simulation:
             f"pre_vote={self.pre_vote} check_quorum={self.check_quorum} "
             f"max_inflight={self.max_inflight} max_bytes={self.max_bytes} "
             f"fault_gap={self.fault_gap} leader_kill={self.leader_kill} "
-            f"lazy_commit={self.lazy_commit}"
+            f"lazy_commit={self.lazy_commit} max_read_rounds={self.max_read_rounds}"
         )
         for i in ids:
             self._push(rng.randint(1, cfg.tick_interval), TICK, i)

@@ -362,13 +362,13 @@ class Raft:
         if self.pending_bcast:
             self.pending_bcast = False
             repl.bcast_append(self, send_if_empty=not self.config.lazy_commit)
-        if self.readonly.needs_round():
+        if self.readonly.needs_round(self.voters, self.config.max_read_rounds):
             repl.bcast_heartbeat(self)
 
     def has_flush_work(self) -> bool:
         return self.role is Role.LEADER and (
             (self.pending_bcast and bool(self.peers))
-            or self.readonly.needs_round()
+            or self.readonly.needs_round(self.voters, self.config.max_read_rounds)
             or conf.has_work(self)
         )
 

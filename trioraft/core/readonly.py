@@ -8,8 +8,10 @@ therefore ``MajorityConfig.committed_index`` over the highest round each voter a
 
 A read queued while ``last_round == k`` needs a round started after it was queued, so it
 waits for round ``k + 1``: every read queued before one broadcast is confirmed by that one
-quorum round (batching). Reads queued before the leader committed an entry of its own term
-wait in ``_waiting`` and get the commit index at the moment that happens.
+quorum round (batching). With a limit of ``n`` rounds awaiting their quorum at once, round
+``k + 1`` waits until fewer than ``n`` do, so more reads share it; a periodic heartbeat is a
+round too, and ends the wait if a round is lost. Reads queued before the leader committed
+an entry of its own term wait in ``_waiting`` and get the commit index at that moment.
 
 Leases: the send tick of the confirmed round bounds when the quorum last accepted this
 leader; followers (with check-quorum) refuse votes for an election timeout after hearing
@@ -60,9 +62,12 @@ class ReadOnly:
         """Queue a read at ``index``; it waits for the next round that is broadcast."""
         self._pending.append(PendingRead(context, index, self.last_round + 1))
 
-    def needs_round(self) -> bool:
-        """Some pending read waits for a round that has not been broadcast yet."""
-        return bool(self._pending) and self._pending[-1].round > self.last_round
+    def needs_round(self, voters: MajorityConfig | JointConfig, max_rounds: int) -> bool:
+        """Some pending read waits for a round that has not been broadcast yet, and fewer
+        than ``max_rounds`` rounds await their quorum (0: no limit)."""
+        if not self._pending or self._pending[-1].round <= self.last_round:
+            return False
+        return not max_rounds or self.last_round - self.confirmed_round(voters) < max_rounds
 
     def start_round(self, tick: int) -> int:
         """Number the next heartbeat broadcast; the leader acks it itself."""

@@ -71,6 +71,7 @@ class CoreConfig:
     check_quorum: bool = True  # leader steps down without a live quorum; enables leases
     max_append_bytes: int = 1 << 20  # >= 1; cap on sum(len(e.data)) per AppendEntries
     max_inflight: int = 256  # >= 1; unacked AppendEntries per follower in REPLICATE
+    max_read_rounds: int = 1  # >= 0; ReadIndex rounds awaiting a quorum at once (0: no limit)
     # False (etcd's way): a leader that commits sends every follower an AppendEntries at
     # once, empty if it has no new entries, to tell it the commit index. True: the commit
     # index rides on the next AppendEntries with entries or the next heartbeat (within
@@ -105,6 +106,8 @@ class CoreConfig:
             raise ConfigError(f"max_append_bytes must be >= 1, got {self.max_append_bytes}")
         if self.max_inflight < 1:
             raise ConfigError(f"max_inflight must be >= 1, got {self.max_inflight}")
+        if self.max_read_rounds < 0:
+            raise ConfigError(f"max_read_rounds must be >= 0, got {self.max_read_rounds}")
         unknown = set(self.planted_bugs) - PLANTED_BUGS - MEMBERSHIP_PLANTED_BUGS
         if unknown:
             raise ConfigError(

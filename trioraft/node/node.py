@@ -119,6 +119,7 @@ class Node:
                 check_quorum=config.check_quorum,
                 max_append_bytes=config.max_append_bytes,
                 max_inflight=config.max_inflight,
+                max_read_rounds=config.max_read_rounds,
                 lazy_commit=config.lazy_commit,
                 peer_addr=config.peer_addr,
                 client_addr=config.client_addr,
