@@ -24,6 +24,7 @@ batch is stored (``commit``), so a failed storage write can be retried from scra
 
 from __future__ import annotations
 
+import heapq
 from typing import Any, Final
 
 import cbor2
@@ -53,6 +54,16 @@ class Session:
 
 
 class SessionTable:
+    """The sessions, and which is least recently used: a heap of ``(last_stamp, id)``
+    with at least one entry per session, none newer than the session. A write under a
+    session pushes nothing (the hot path); an entry that comes up older than its session
+    is pushed again at the session's stamp, one for a session gone is dropped, and the heap
+    is rebuilt once it holds twice as many entries as there are sessions. So a
+    registration costs O(log n) however full the table (a burst of registrations once
+    stalled every node for seconds, each scanning the whole table), and it evicts exactly
+    what a scan for the smallest ``(last_stamp, id)`` would: every node keeps the same
+    table."""
+
     def __init__(self, store: Store, *, ttl_ms: int, max_sessions: int) -> None:
         self.ttl_ms = ttl_ms
         self.max_sessions = max_sessions
@@ -64,20 +75,36 @@ class SessionTable:
             except Exception as exc:
                 raise StorageError(f"session record {skey!r}: {exc}") from None
             self._sessions[session_id_of(skey)] = Session(last_seq, last_stamp, result)
+        self._count = len(self._sessions)  # sessions with the staged changes
+        self._lru: list[tuple[int, int]] = []
+        self._rebuild_lru()
 
     def __len__(self) -> int:
-        return len(self._view())
+        return self._count
 
     def _get(self, session_id: int) -> Session | None:
         if session_id in self._staged:
             return self._staged[session_id]
         return self._sessions.get(session_id)
 
-    def _view(self) -> dict[int, Session]:
-        if not self._staged:
-            return self._sessions
-        view = {**self._sessions, **self._staged}
-        return {sid: s for sid, s in view.items() if s is not None}
+    def _rebuild_lru(self) -> None:
+        live = {**self._sessions, **self._staged}
+        self._lru = [(s.last_stamp, sid) for sid, s in live.items() if s is not None]
+        heapq.heapify(self._lru)
+
+    def _oldest(self) -> tuple[int, int] | None:
+        """``(last_stamp, id)`` of the least recently used session, if any."""
+        lru = self._lru
+        while lru:
+            stamp, sid = lru[0]
+            s = self._get(sid)
+            if s is not None and s.last_stamp == stamp:
+                return stamp, sid
+            if s is None:
+                heapq.heappop(lru)  # dropped since
+            else:
+                heapq.heapreplace(lru, (s.last_stamp, sid))  # written since: its stamp now
+        return None
 
     def live(self, session_id: int, clock: int) -> Session | None:
         """The session if it exists and has not expired at log time ``clock``."""
@@ -89,22 +116,25 @@ class SessionTable:
     def register(self, session_id: int, clock: int, ops: list[KvOp]) -> None:
         """Add a session; first expire the stale ones, then evict the least recently used
         while the table is full."""
-        view = self._view()
-        for sid in [sid for sid, s in view.items() if clock - s.last_stamp > self.ttl_ms]:
-            self.drop(sid, ops)
-        view = self._view()
-        while len(view) >= self.max_sessions:
-            lru = min(view, key=lambda sid: (view[sid].last_stamp, sid))
-            self.drop(lru, ops)
-            del view[lru]
+        while (oldest := self._oldest()) is not None and clock - oldest[0] > self.ttl_ms:
+            self.drop(oldest[1], ops)
+        while self._count >= self.max_sessions and (oldest := self._oldest()) is not None:
+            self.drop(oldest[1], ops)
+        if self._get(session_id) is None:
+            self._count += 1
         self.put(session_id, Session(0, clock, b""), ops)
+        heapq.heappush(self._lru, (clock, session_id))
+        if len(self._lru) > 2 * self._count + 64:
+            self._rebuild_lru()
 
     def put(self, session_id: int, session: Session, ops: list[KvOp]) -> None:
+        """Change a registered session (its stamp never goes back: log time)."""
         self._staged[session_id] = session
         ops.append((session_key(session_id), encode_session(session)))
 
     def drop(self, session_id: int, ops: list[KvOp]) -> None:
         if self._get(session_id) is not None:
+            self._count -= 1
             self._staged[session_id] = None
             ops.append((session_key(session_id), None))
 
@@ -118,7 +148,11 @@ class SessionTable:
         self._staged = {}
 
     def rollback(self) -> None:
+        """Forget the staged changes (the heap may have lost entries of the sessions they
+        dropped: build it again)."""
         self._staged = {}
+        self._count = len(self._sessions)
+        self._rebuild_lru()
 
 
 # --- results kept for retries: a compact CBOR form, part of the on-disk format -------------
