@@ -99,6 +99,10 @@ class FastWorker:
         self.value = fill(spec.value_size)
         self.level = int(cm.Consistency[spec.consistency.upper()])
         self.ctx: zmq.Context[Sock] = zmq.Context()
+        # a DEALER per connection and endpoint, and a control one per endpoint: past
+        # libzmq's default limit of 1,023 sockets per context at 512 connections to 2 nodes
+        n = len(spec.endpoints)
+        self.ctx.set(zmq.MAX_SOCKETS, (spec.share(spec.connections) + 1) * n + 8)
         self.fds = select.poll()  # the sockets' ZMQ_FDs: cheaper than zmq_poll over many
         self.by_fd: dict[int, Sock] = {}
         self.touched: set[Sock] = set()  # sent on since their EVENTS were last read

@@ -35,6 +35,7 @@
 /* The few declarations of libzmq 4.x's zmq.h used here (no headers on this machine). */
 typedef struct { void *socket; int fd; short events; short revents; } zmq_pollitem_t;
 void *zmq_ctx_new(void);
+int zmq_ctx_set(void *ctx, int option, int optval);
 int zmq_ctx_term(void *ctx);
 void *zmq_socket(void *ctx, int type);
 int zmq_setsockopt(void *s, int option, const void *value, size_t len);
@@ -45,6 +46,7 @@ int zmq_recv(void *s, void *buf, size_t len, int flags);
 int zmq_poll(zmq_pollitem_t *items, int n, long timeout_ms);
 int zmq_close(void *s);
 #define ZMQ_DEALER 5
+#define ZMQ_MAX_SOCKETS 2
 #define ZMQ_DONTWAIT 1
 #define ZMQ_RCVMORE 13
 #define ZMQ_FD 14
@@ -429,8 +431,13 @@ int main(int argc, char **argv) {
     socks = calloc((size_t)nsocks, sizeof *socks);
     touched = calloc((size_t)nsocks, sizeof *touched);
     zmq_pollitem_t *items = calloc((size_t)nsocks, sizeof *items);
+    /* libzmq allows 1,023 sockets per context unless told: --connections x endpoints */
+    if (zmq_ctx_set(ctx, ZMQ_MAX_SOCKETS, nsocks + 8) < 0)
+        die("cannot raise ZeroMQ's socket limit");
     for (int i = 0; i < nsocks; i++) {
         void *s = socks[i].s = zmq_socket(ctx, ZMQ_DEALER);
+        if (!s) /* one per connection and endpoint, each with its file descriptors */
+            die("cannot open a ZeroMQ socket per connection and endpoint: the open-file limit?");
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
         int fd;
         size_t size = sizeof fd;

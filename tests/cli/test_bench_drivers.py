@@ -137,6 +137,17 @@ def test_busy_and_not_leader_are_retried_with_the_same_session_seq(driver: str) 
     assert {h[2:4] for h in node.headers} == {(bench_fast.PUT, CLUSTER_ID)}  # id: from status
 
 
+def test_more_sockets_than_zeromqs_default_limit(driver: str) -> None:
+    """1,100 connections to each of two nodes: 2,200 sockets, past libzmq's default of
+    1,023 per context (the C driver could not open them and said it could not connect)."""
+    with (
+        FakeNode(lambda req, n: cm.WriteReply(n, False)) as a,
+        FakeNode(lambda req, n: cm.WriteReply(n, False)) as b,
+    ):
+        final = run(driver, [a, b], clients=1100, connections=1100, ops=1100)
+    assert final["ops"] == 1100 and final["errors"] == {}
+
+
 def test_an_expired_session_is_registered_again_and_the_put_resent(driver: str) -> None:
     expired = error(SessionExpired("session 100 is unknown or expired"))
     with FakeNode(lambda req, n: expired if n == 0 else cm.WriteReply(n, False)) as node:
