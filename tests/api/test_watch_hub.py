@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import sys
+from collections.abc import Callable, Hashable, Sequence
+from types import FrameType
 from typing import Any
 
 import trio
@@ -161,3 +163,58 @@ async def test_leader_loss_gone_clients_and_disabled_watch() -> None:
     off.open(cm.WatchRequest(b"k"), d)
     assert isinstance(d.got[0], cm.WatchCanceled) and d.got[0].code == Unavailable.code
     assert not d.got[0].retryable and "disabled" in d.got[0].message
+
+
+class ScanHub(WatchHub):
+    """The matching as it was (planted): every prefix watcher tested against every event."""
+
+    def publish(self, events: Sequence[cm.Event], applied: int) -> None:
+        self.applied = applied
+        for e in events:
+            for ws in self._prefixed.values():
+                for w in ws:
+                    if e.kv.key.startswith(w.key):
+                        self._deliver(w, [e])
+
+
+def _c_calls(fn: Callable[[], object]) -> int:
+    """Calls into C (``str.startswith``, ``dict.get``, ...) made while ``fn`` runs."""
+    count = 0
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        nonlocal count
+        if event == "c_call":
+            count += 1
+
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return count
+
+
+def _many_prefixes(cls: type[WatchHub]) -> tuple[int, dict[int, list[tuple[bytes, int]]]]:
+    """2,000 prefix watchers (``svc/0000/`` ...) and one on everything; 50 events. C calls
+    per event, and what each watcher got."""
+    h = cls(**{"node_id": 1, "enabled": True, "history": 100, "buffer": 10**6,
+               "progress_ms": 100, "max_watchers": 10_000, "applied": 0})  # fmt: skip
+    h.set_leader_known(True)
+    streams = {i: FakeStream(i) for i in range(2001)}
+    for i in range(2000):
+        h.open(cm.WatchRequest(b"svc/%04d/" % i, prefix=True), streams[i])
+    h.open(cm.WatchRequest(b"", prefix=True), streams[2000])
+    events = [put(b"svc/%04d/x" % (i * 37 % 2000), i + 1) for i in range(50)]
+    calls = _c_calls(lambda: h.publish(events, 50))
+    return calls // len(events), {i: s.events() for i, s in streams.items()}
+
+
+async def test_an_event_looks_up_its_prefixes_not_every_prefix_watcher() -> None:
+    calls, got = _many_prefixes(WatchHub)
+    for i in range(2000):
+        assert got[i] == [(b"svc/%04d/x" % i, r) for r in range(1, 51) if (r - 1) * 37 % 2000 == i]
+    assert len(got[2000]) == 50  # the empty prefix: every event
+    assert calls < 100
+    scan_calls, scan_got = _many_prefixes(ScanHub)
+    assert scan_got == got
+    assert scan_calls > 2000  # the scan, planted: this test catches it

@@ -99,7 +99,10 @@ class WatchHub:
         self._ring: deque[cm.Event] = deque()
         self._streams: dict[Hashable, _Watcher] = {}
         self._exact: dict[bytes, set[_Watcher]] = {}
-        self._prefixed: set[_Watcher] = set()
+        # Prefix watchers by prefix, and how many prefixes there are of each length: an
+        # event looks up its key's prefix of each length, not every prefix watcher.
+        self._prefixed: dict[bytes, set[_Watcher]] = {}
+        self._prefix_lengths: dict[int, int] = {}
         self._flush: set[_Watcher] = set()
         self._wake = trio.Event()
         self.leader_known = False
@@ -133,7 +136,10 @@ class WatchHub:
             return
         self._streams[out.key] = w
         if w.prefix:
-            self._prefixed.add(w)
+            if w.key not in self._prefixed:
+                n = len(w.key)
+                self._prefix_lengths[n] = self._prefix_lengths.get(n, 0) + 1
+            self._prefixed.setdefault(w.key, set()).add(w)
         else:
             self._exact.setdefault(w.key, set()).add(w)
         if start <= self.applied:
@@ -163,13 +169,15 @@ class WatchHub:
         if not self._streams or not events:
             return
         matched: dict[_Watcher, list[cm.Event]] = {}
+        exact, prefixed, lengths = self._exact, self._prefixed, self._prefix_lengths
         for e in events:
             key = e.kv.key
-            for w in self._exact.get(key, ()):
+            for w in exact.get(key, ()):
                 matched.setdefault(w, []).append(e)
-            for w in self._prefixed:
-                if key.startswith(w.key):
-                    matched.setdefault(w, []).append(e)
+            for n in lengths:
+                if n <= len(key):
+                    for w in prefixed.get(key[:n], ()):
+                        matched.setdefault(w, []).append(e)
         for w, evs in matched.items():
             self._deliver(w, [e for e in evs if e.revision >= w.start])
 
@@ -281,11 +289,14 @@ class WatchHub:
         w.pending_events = 0
         if self._streams.get(w.out.key) is w:
             del self._streams[w.out.key]
-        if w.prefix:
-            self._prefixed.discard(w)
-        else:
-            exact = self._exact.get(w.key)
-            if exact is not None:
-                exact.discard(w)
-                if not exact:
-                    del self._exact[w.key]
+        index = self._prefixed if w.prefix else self._exact
+        same = index.get(w.key)
+        if same is not None:
+            same.discard(w)
+            if not same:
+                del index[w.key]
+                if w.prefix:
+                    n = len(w.key)
+                    self._prefix_lengths[n] -= 1
+                    if not self._prefix_lengths[n]:
+                        del self._prefix_lengths[n]
