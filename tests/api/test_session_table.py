@@ -10,11 +10,8 @@ table as it was; it is the reference for the first test and the planted bug of t
 from __future__ import annotations
 
 import random
-import sys
-from collections.abc import Callable
-from types import FrameType
-from typing import Any
 
+from harness.calls import calls
 from storage import Identity, MemoryStore
 from storage.base import KvOp
 from trioraft.kv.sessions import Session, SessionTable
@@ -92,23 +89,6 @@ def test_it_evicts_and_expires_what_a_scan_would() -> None:
             assert len(new) == len(_state(ref))
 
 
-def _calls(fn: Callable[[], Any]) -> int:
-    """Python function calls made while ``fn`` runs."""
-    count = 0
-
-    def profile(frame: FrameType, event: str, arg: Any) -> None:
-        nonlocal count
-        if event == "call":
-            count += 1
-
-    sys.setprofile(profile)
-    try:
-        fn()
-    finally:
-        sys.setprofile(None)
-    return count
-
-
 def _burst(cls: type[SessionTable]) -> int:
     """Calls per registration, for 500 registrations into a full table of 1,000."""
     t = _table(cls, ttl_ms=10**9, max_sessions=1000)
@@ -116,7 +96,7 @@ def _burst(cls: type[SessionTable]) -> int:
     for sid in range(1, 1001):
         t.register(sid, sid, ops)
     t.commit()
-    return _calls(lambda: [t.register(sid, sid, ops) for sid in range(1001, 1501)]) // 500
+    return calls(lambda: [t.register(sid, sid, ops) for sid in range(1001, 1501)]) // 500
 
 
 def test_a_registration_into_a_full_table_does_not_scan_it() -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Hashable, Sequence
-from types import FrameType
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import trio
 
+from harness.calls import calls
 from trioraft.node.watch import Offer, WatchHub
 from wire import client_messages as cm
 from wire.errors import Busy, Compacted, Unavailable
@@ -177,23 +176,6 @@ class ScanHub(WatchHub):
                         self._deliver(w, [e])
 
 
-def _c_calls(fn: Callable[[], object]) -> int:
-    """Calls into C (``str.startswith``, ``dict.get``, ...) made while ``fn`` runs."""
-    count = 0
-
-    def profile(frame: FrameType, event: str, arg: object) -> None:
-        nonlocal count
-        if event == "c_call":
-            count += 1
-
-    sys.setprofile(profile)
-    try:
-        fn()
-    finally:
-        sys.setprofile(None)
-    return count
-
-
 def _many_prefixes(cls: type[WatchHub]) -> tuple[int, dict[int, list[tuple[bytes, int]]]]:
     """2,000 prefix watchers (``svc/0000/`` ...) and one on everything; 50 events. C calls
     per event, and what each watcher got."""
@@ -205,16 +187,16 @@ def _many_prefixes(cls: type[WatchHub]) -> tuple[int, dict[int, list[tuple[bytes
         h.open(cm.WatchRequest(b"svc/%04d/" % i, prefix=True), streams[i])
     h.open(cm.WatchRequest(b"", prefix=True), streams[2000])
     events = [put(b"svc/%04d/x" % (i * 37 % 2000), i + 1) for i in range(50)]
-    calls = _c_calls(lambda: h.publish(events, 50))
-    return calls // len(events), {i: s.events() for i, s in streams.items()}
+    n = calls(lambda: h.publish(events, 50), "c_call")
+    return n // len(events), {i: s.events() for i, s in streams.items()}
 
 
 async def test_an_event_looks_up_its_prefixes_not_every_prefix_watcher() -> None:
-    calls, got = _many_prefixes(WatchHub)
+    per_event, got = _many_prefixes(WatchHub)
     for i in range(2000):
         assert got[i] == [(b"svc/%04d/x" % i, r) for r in range(1, 51) if (r - 1) * 37 % 2000 == i]
     assert len(got[2000]) == 50  # the empty prefix: every event
-    assert calls < 100
+    assert per_event < 100
     scan_calls, scan_got = _many_prefixes(ScanHub)
     assert scan_got == got
     assert scan_calls > 2000  # the scan, planted: this test catches it
