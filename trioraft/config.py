@@ -123,19 +123,17 @@ class NodeConfig:
             )
         if self.max_value_bytes + self.max_key_bytes + 1024 > self.max_message_bytes:
             raise ConfigError("max_message_bytes must exceed max_key_bytes + max_value_bytes")
-        if self.max_read_rounds < 0:
-            raise ConfigError(f"max_read_rounds must be >= 0, got {self.max_read_rounds}")
-        if self.lazy_commit_ms < 0:
-            raise ConfigError(f"lazy_commit_ms must be >= 0, got {self.lazy_commit_ms}")
-        if self.promote_lag < 0:
-            raise ConfigError(f"promote_lag must be >= 0, got {self.promote_lag}")
+        for name in (
+            "max_read_rounds",
+            "lazy_commit_ms",
+            "promote_lag",
+            "snapshot_catchup_entries",
+        ):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.join and set(peers) != {self.node_id}:
             raise ConfigError(
                 "join: a joining node learns its peers from the cluster; do not pass --peers"
-            )
-        if self.snapshot_catchup_entries < 0:
-            raise ConfigError(
-                f"snapshot_catchup_entries must be >= 0, got {self.snapshot_catchup_entries}"
             )
         if self.snapshot_chunk_bytes + 4096 > self.max_message_bytes:
             raise ConfigError("max_message_bytes must exceed snapshot_chunk_bytes + 4096")

@@ -362,15 +362,18 @@ class Raft:
         if self.pending_bcast:
             self.pending_bcast = False
             repl.bcast_append(self, send_if_empty=not self.config.lazy_commit)
-        if self.readonly.needs_round(self.voters, self.config.max_read_rounds):
+        if self._read_round_due():
             repl.bcast_heartbeat(self)
 
     def has_flush_work(self) -> bool:
         return self.role is Role.LEADER and (
             (self.pending_bcast and bool(self.peers))
-            or self.readonly.needs_round(self.voters, self.config.max_read_rounds)
+            or self._read_round_due()
             or conf.has_work(self)
         )
+
+    def _read_round_due(self) -> bool:
+        return self.readonly.needs_round(self.voters, self.config.max_read_rounds)
 
     def on_advance(self, durable: HardState) -> None:
         """The shell made ``durable`` and ``log.stabled`` durable: count ourselves."""

@@ -135,13 +135,12 @@ class WatchHub:
         if out.offer(cm.WatchCreated(self.applied, self.progress_ms)) != Offer.SENT:
             return
         self._streams[out.key] = w
-        if w.prefix:
-            if w.key not in self._prefixed:
-                n = len(w.key)
-                self._prefix_lengths[n] = self._prefix_lengths.get(n, 0) + 1
-            self._prefixed.setdefault(w.key, set()).add(w)
-        else:
-            self._exact.setdefault(w.key, set()).add(w)
+        index = self._prefixed if w.prefix else self._exact
+        if w.key not in index:
+            index[w.key] = set()
+            if w.prefix:
+                self._count_prefix_length(len(w.key), 1)
+        index[w.key].add(w)
         if start <= self.applied:
             self._deliver(w, [e for e in self._ring if e.revision >= start and w.matches(e.kv.key)])
 
@@ -296,7 +295,12 @@ class WatchHub:
             if not same:
                 del index[w.key]
                 if w.prefix:
-                    n = len(w.key)
-                    self._prefix_lengths[n] -= 1
-                    if not self._prefix_lengths[n]:
-                        del self._prefix_lengths[n]
+                    self._count_prefix_length(len(w.key), -1)
+
+    def _count_prefix_length(self, n: int, delta: int) -> None:
+        """Prefixes of length ``n`` watched: one more or one fewer."""
+        left = self._prefix_lengths.get(n, 0) + delta
+        if left:
+            self._prefix_lengths[n] = left
+        else:
+            del self._prefix_lengths[n]
