@@ -58,7 +58,6 @@ Frame = bytes | bytearray | memoryview  # what the send methods accept; receivin
 # Plain ints in the hot paths: pyzmq's enum arithmetic costs ~10% CPU.
 _NOBLOCK: Final = int(zmq.NOBLOCK)
 _SNDMORE_NOBLOCK: Final = int(zmq.SNDMORE) | _NOBLOCK
-_RCVMORE: Final = int(zmq.RCVMORE)
 _EVENTS: Final = int(zmq.EVENTS)
 _POLLIN: Final = int(zmq.POLLIN)
 _POLLOUT: Final = int(zmq.POLLOUT)
@@ -205,9 +204,12 @@ class TrioSocket:
             self._fd_want = 0
             self._fd_scope = None
             # Hand the FD over: every parked task retries and one of them waits next.
-            self._recv_lot.unpark_all()
-            self._send_lot.unpark_all()
-            self._stale_lot.unpark_all()
+            if self._recv_lot:
+                self._recv_lot.unpark_all()
+            if self._send_lot:
+                self._send_lot.unpark_all()
+            if self._stale_lot:
+                self._stale_lot.unpark_all()
         return True
 
     def _check_open(self) -> None:
@@ -217,11 +219,17 @@ class TrioSocket:
     # --- receiving ------------------------------------------------------------------------
 
     def _recv_now(self) -> list[bytes]:
-        """One whole multipart message, or zmq.Again (a message's parts arrive together)."""
-        sock = self._sock
-        frames = [sock.recv(_NOBLOCK)]
-        while sock.getsockopt(_RCVMORE):
-            frames.append(sock.recv(_NOBLOCK))
+        """One whole multipart message, or zmq.Again (a message's parts arrive together).
+
+        Each part is received as a ``zmq.Frame``, whose ``more`` flag ends the message:
+        cheaper than asking the socket for ``RCVMORE`` (pyzmq looks every option up in an
+        enum first)."""
+        recv = self._sock.recv
+        frame = recv(_NOBLOCK, copy=False)
+        frames = [frame.bytes]
+        while frame.more:
+            frame = recv(_NOBLOCK, copy=False)
+            frames.append(frame.bytes)
         return frames
 
     def recv_multipart_nowait(self) -> list[bytes] | None:
