@@ -75,6 +75,8 @@ def _bench(workload: str, endpoints: str | None, as_json: bool, procs: int, **kw
     kw["driver"] = driver
     kw.setdefault("consistency", "linearizable")
     kw["connections"] = kw["connections"] or kw["clients"]
+    if (note := session_note(workload, kw["clients"], kw.get("sessions", False))) is not None:
+        typer.echo(f"trioraft bench: {note}", err=True)
     if kw["duration"]:
         kw["ops"] = 0
     spec = make_spec(workload, endpoints, **kw)
@@ -84,6 +86,23 @@ def _bench(workload: str, endpoints: str | None, as_json: bool, procs: int, **kw
         typer.echo(json.dumps(dataclasses.asdict(result)))
     else:
         typer.echo(result.line())
+
+
+def session_note(workload: str, clients: int, sessions: bool) -> str | None:
+    """A warning when puts under sessions would need more sessions than a node keeps by
+    default (``max_sessions``): they evict one another, and each evicted client registers
+    again, so the run measures registrations as much as puts. None when they fit."""
+    from trioraft.config import NodeConfig
+
+    keep = next(f.default for f in dataclasses.fields(NodeConfig) if f.name == "max_sessions")
+    assert isinstance(keep, int)
+    if workload != "put" or not sessions or clients <= keep:
+        return None
+    return (
+        f"{clients:,} clients register {clients:,} sessions, more than a node keeps by "
+        f"default (max_sessions {keep:,}): unless the nodes keep more, they evict one "
+        "another and register again (--no-sessions writes without them)"
+    )
 
 
 def _build_c_driver() -> None:

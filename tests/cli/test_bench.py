@@ -1,7 +1,9 @@
-"""The load generator: histogram arithmetic, and a short real run against one node."""
+"""The load generator: histogram arithmetic, the session warning, and a short real run
+against one node."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -9,9 +11,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from cli.bench import bucket_ms, bucket_of, percentile
+from cli.bench_cli import session_note
+from cli.main import app
 from harness.cluster import process_cluster
+from trioraft.config import NodeConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,3 +69,36 @@ def test_bench_put_and_get_report_json(tmp_path: Path) -> None:
             assert summary["errors"] == 0
             assert summary["procs"] == 2
             assert 0 < summary["p50_ms"] <= summary["p99_ms"] <= summary["p999_ms"]
+
+
+def test_more_session_clients_than_a_node_keeps_are_warned_about() -> None:
+    keep = next(f.default for f in dataclasses.fields(NodeConfig) if f.name == "max_sessions")
+    assert isinstance(keep, int)
+    note = session_note("put", keep + 1, sessions=True)
+    assert note is not None
+    assert f"max_sessions {keep:,}" in note and "--no-sessions" in note
+    assert session_note("put", keep, sessions=True) is None  # they all fit
+    assert session_note("put", keep + 1, sessions=False) is None  # no sessions
+    assert session_note("get", keep + 1, sessions=True) is None  # reads register none
+
+
+def test_the_bench_command_prints_the_session_warning_before_it_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import cli.bench
+
+    def no_run(*_args: object, **_kwargs: object) -> None:
+        raise SystemExit(7)  # stop before any connection is made
+
+    monkeypatch.setattr(cli.bench, "run_bench", no_run)
+    result = CliRunner().invoke(
+        app,
+        ["bench", "put", "--clients", "10001", "--endpoints", "tcp://127.0.0.1:9", "--json"],
+    )
+    assert result.exit_code == 7
+    assert "10,001 clients register 10,001 sessions" in result.stderr
+    result = CliRunner().invoke(
+        app, ["bench", "put", "--clients", "10001", "--no-sessions", "--endpoints", "x"]
+    )
+    assert result.exit_code == 7
+    assert "sessions" not in result.stderr
