@@ -203,14 +203,14 @@ class TrioSocket:
             self._fd_busy = False
             self._fd_want = 0
             self._fd_scope = None
-            # Hand the FD over: every parked task retries and one of them waits next.
-            if self._recv_lot:
-                self._recv_lot.unpark_all()
-            if self._send_lot:
-                self._send_lot.unpark_all()
-            if self._stale_lot:
-                self._stale_lot.unpark_all()
+            self._wake_parked()  # hand the FD over: one of them waits next
         return True
+
+    def _wake_parked(self) -> None:
+        """Every parked task retries (only lots that hold one are touched)."""
+        for lot in (self._recv_lot, self._send_lot, self._stale_lot):
+            if lot:
+                lot.unpark_all()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -392,9 +392,7 @@ class TrioSocket:
             return
         self._closed = True
         trio.lowlevel.notify_closing(self._fd)
-        self._recv_lot.unpark_all()
-        self._send_lot.unpark_all()
-        self._stale_lot.unpark_all()
+        self._wake_parked()
         self._sock.close(linger)
 
     def __enter__(self) -> Self:
