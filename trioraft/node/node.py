@@ -10,6 +10,7 @@ raft loop      the core            steps inbox events in batches, ticks, takes R
 persist        log + hard state    writes the Readies not written inline, syncs (group
                                    commit), sends the messages that waited for the sync
 apply          state machine       applies committed batches, answers proposals & reads
+                                   (``trioraft/node/apply.py``)
 peers          peer sockets        one ROUTER in, one DEALER + task per peer out
 clients        client socket       decodes requests, hands them to the raft loop
 =============  ==================  ====================================================
@@ -32,7 +33,6 @@ import random
 import time
 from collections.abc import Hashable
 from contextlib import AbstractContextManager, nullcontext
-from functools import partial
 from typing import Any
 
 import trio
@@ -45,6 +45,7 @@ from trioraft.core import CoreConfig, RawNode, Ready, Role, SoftState
 from trioraft.core.confstate import encode_membership
 from trioraft.kv.commands import Command, InSession, Limits, RegisterSession, encode_command
 from trioraft.kv.state_machine import KVStateMachine
+from trioraft.node.apply import Applier
 from trioraft.node.bootstrap import JoinResult, check_flags, recover
 from trioraft.node.clients import ClientServer, Replier, Send, dispatch
 from trioraft.node.commit_bound import CommitBound
@@ -57,7 +58,6 @@ from trioraft.node.persist import Persister
 from trioraft.node.reads import KeyRead, RangeRead, ReadGroup
 from trioraft.node.snapshots import (
     CompactLog,
-    InstallRequest,
     SnapshotReport,
     SnapshotService,
     redo_pending_install,
@@ -73,7 +73,6 @@ from wire.messages import Entry, HeartbeatResponse, Message
 log = logging.getLogger(__name__)
 
 INBOX_SIZE = 4096
-APPLY_QUEUE = 64
 STEP_BATCH = 512  # events stepped per raft-loop turn before a Ready is taken
 MAX_PENDING_WRITES = 8192  # proposed but not applied; beyond it writes are refused (Busy)
 FREE_SLICE = 4096  # compacted entries freed per raft-loop turn (~0.5 ms)
@@ -162,15 +161,10 @@ class Node:
         self._persist_send, self._persist_recv = trio.open_memory_channel[
             tuple[Ready, tuple[int, int] | None] | Synced
         ](2)
-        self._apply_send, self._apply_recv = trio.open_memory_channel[
-            tuple[Entry, ...] | InstallRequest
-        ](APPLY_QUEUE)
         self._persisting = False
         self._syncing = False
         self._persister = Persister(config.node_id, store, self._storage, state.hard_state)
-        self._apply_queued = 0  # batches and installs handed to the apply task, not yet done
         self._read_group: ReadGroup | None = None  # reads the raft loop has not taken yet
-        self._install_done: trio.Event | None = None
         self._garbage: list[Entry] = []  # entries compaction dropped, not yet freed
         self._snapshots: SnapshotService | None = None
         if sdir is not None:
@@ -186,6 +180,15 @@ class Node:
                 send=self._send_peers,
                 log_start=start.index if start is not None else 0,
             )
+        self._applier = Applier(
+            self._sm,
+            self._storage,
+            self._waiters,
+            self._watch,
+            self.members,
+            self._snapshots,
+            replies=self._replies,
+        )
         self._transport: PeerTransport | None = None
         self._clients: ClientServer | None = None
         self.peer_addr = config.peer_addr
@@ -239,9 +242,9 @@ class Node:
                     self._persist_recv,
                     self._transport.send,
                     self._inbox_send.send,
-                    lambda: self._install_done,
+                    lambda: self._applier.install_done,
                 )
-                nursery.start_soon(self._apply_loop)
+                nursery.start_soon(self._applier.run)
                 task_status.started()
         except* StorageError as group:  # damaged data found while serving: stop the node
             error = first_storage_error(group)
@@ -476,14 +479,10 @@ class Node:
         if rd.committed_entries:
             # Written here, durable on a quorum (the core's contract): apply meanwhile;
             # at once if the apply task has nothing queued (a loop turn saved).
-            if self._apply_queued or not self._apply_inline(rd.committed_entries):
-                self._apply_queued += 1
-                await self._apply_send.send(rd.committed_entries)
+            await self._applier.submit(rd.committed_entries)
         if rd.snapshot is not None:
             # after the batches before it; the persist task waits for it (docs/snapshots.md)
-            self._install_done = trio.Event()
-            self._apply_queued += 1
-            await self._apply_send.send(InstallRequest(rd.snapshot, self._install_done))
+            await self._applier.submit_install(rd.snapshot)
         if written:
             self._core.advance(rd, synced=synced)
             self._start_sync()
@@ -524,58 +523,11 @@ class Node:
             term,
         )
 
-    # --- apply: the only task that writes the state machine ---
-    async def _apply_loop(self) -> None:
-        async for entries in self._apply_recv:
-            if isinstance(entries, InstallRequest):
-                await self._install(entries)
-            else:
-                out = await self._storage.write("apply", partial(self._apply_batch, entries))
-                self._applied(entries, out)
-            self._apply_queued -= 1
-
-    def _apply_inline(self, entries: tuple[Entry, ...]) -> bool:
-        """Raft loop: apply a batch now, when nothing is queued before it. False if the
-        write fails: the apply task takes the batch over and retries it (``StorageGuard``)."""
-        done = self._storage.try_now(partial(self._sm.apply, entries))
-        if done is None:
-            return False
-        self._applied(entries, done.unwrap())
-        return True
-
-    def _applied(self, entries: tuple[Entry, ...], out: Any) -> None:
-        """A batch is applied: answer its writes and the reads it allows, tell the watches."""
-        if self._snapshots is not None:
-            self._snapshots.note_applied(entries)
-        results = out.results
-        with self._replies():
-            for entry in entries:
-                self._waiters.resolve_applied(entry.index, entry.term, results.get(entry.index))
-            self.members.on_applied(entries, out.memberships)
-            self._watch.publish(out.events, self._sm.applied)
-            self._waiters.serve_reads(self._sm.applied)
-
     def _replies(self) -> AbstractContextManager[None]:
         """Replies to clients sent meanwhile leave together (``ClientServer.batched``)."""
         return self._clients.batched() if self._clients is not None else nullcontext()
 
-    async def _apply_batch(self, entries: tuple[Entry, ...]) -> Any:
-        return self._sm.apply(entries)  # one attempt, for StorageGuard.write
-
     # --- snapshots (docs/snapshots.md) ---
-    async def _install(self, item: InstallRequest) -> None:
-        """Apply task: replace the state machine by a received snapshot."""
-        assert self._snapshots is not None
-        await self._storage.write("apply", partial(self._snapshots.install, item.meta))
-        self._sm.reload()
-        self._watch.reset(self._sm.applied)
-        self._waiters.fail_through(
-            item.meta.index,
-            Unavailable("a snapshot replaced this node's log; the write may have applied"),
-        )
-        self._waiters.serve_reads(self._sm.applied)
-        item.done.set()
-
     def _config_at(self, index: int) -> tuple[tuple[int, ...], bytes]:
         """The configuration in force at applied ``index``: its voters, and encoded."""
         _at, membership = self._core.committed_membership(index)
