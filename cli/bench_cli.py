@@ -92,16 +92,14 @@ def session_note(workload: str, clients: int, sessions: bool) -> str | None:
     """A warning when puts under sessions would need more sessions than a node keeps by
     default (``max_sessions``): they evict one another, and each evicted client registers
     again, so the run measures registrations as much as puts. None when they fit."""
-    from trioraft.config import NodeConfig
+    from trioraft.config import DEFAULT_MAX_SESSIONS
 
-    keep = next(f.default for f in dataclasses.fields(NodeConfig) if f.name == "max_sessions")
-    assert isinstance(keep, int)
-    if workload != "put" or not sessions or clients <= keep:
+    if workload != "put" or not sessions or clients <= DEFAULT_MAX_SESSIONS:
         return None
     return (
         f"{clients:,} clients register {clients:,} sessions, more than a node keeps by "
-        f"default (max_sessions {keep:,}): unless the nodes keep more, they evict one "
-        "another and register again (--no-sessions writes without them)"
+        f"default (max_sessions {DEFAULT_MAX_SESSIONS:,}): unless the nodes keep more, "
+        "they evict one another and register again (--no-sessions writes without them)"
     )
 
 

@@ -16,6 +16,8 @@ from wire.errors import ConfigError
 
 DEFAULT_CLIENT_PORT = 7379
 DEFAULT_PEER_PORT = 7380
+DEFAULT_SESSION_TTL_MS = 3_600_000  # also the state machine's own defaults
+DEFAULT_MAX_SESSIONS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +54,8 @@ class NodeConfig:
     lease_drift_ms: int | None = None
     max_txn_ops: int = 128  # compares + ops of one transaction
     max_scan_keys: int = 1000  # keys per scan page
-    session_ttl_ms: int = 3_600_000  # of log time without a write
-    max_sessions: int = 10_000
+    session_ttl_ms: int = DEFAULT_SESSION_TTL_MS  # of log time without a write
+    max_sessions: int = DEFAULT_MAX_SESSIONS
     watch_enabled: bool = True
     watch_history: int = 10_000  # events kept for watches that start in the past
     watch_buffer: int = 1024  # events buffered per watcher before it is cancelled

@@ -17,18 +17,20 @@ from storage.base import KvOp
 from trioraft.kv.sessions import Session, SessionTable
 
 
+def _state(t: SessionTable) -> dict[int, Session]:
+    """The live sessions, staged changes included."""
+    merged = {**t._sessions, **t._staged}
+    return {sid: s for sid, s in merged.items() if s is not None}
+
+
 class ScanTable(SessionTable):
     """The table as it was: each registration scans every session."""
 
-    def _view(self) -> dict[int, Session]:
-        view = {**self._sessions, **self._staged}
-        return {sid: s for sid, s in view.items() if s is not None}
-
     def register(self, session_id: int, clock: int, ops: list[KvOp]) -> None:
-        view = self._view()
+        view = _state(self)
         for sid in [sid for sid, s in view.items() if clock - s.last_stamp > self.ttl_ms]:
             self.drop(sid, ops)
-        view = self._view()
+        view = _state(self)
         while len(view) >= self.max_sessions:
             lru = min(view, key=lambda sid: (view[sid].last_stamp, sid))
             self.drop(lru, ops)
@@ -43,11 +45,6 @@ def _table(cls: type[SessionTable], *, ttl_ms: int, max_sessions: int) -> Sessio
 def _effect(ops: list[KvOp]) -> dict[bytes, bytes | None]:
     """What a batch of ops leaves in the store, key by key."""
     return dict(ops)
-
-
-def _state(t: SessionTable) -> dict[int, Session]:
-    merged = {**t._sessions, **t._staged}
-    return {sid: s for sid, s in merged.items() if s is not None}
 
 
 def test_it_evicts_and_expires_what_a_scan_would() -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storage.base import KvOp, Store
+from trioraft.config import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_TTL_MS
 from trioraft.core.confstate import Membership
 from trioraft.kv import layout
 from trioraft.kv.commands import (
@@ -55,8 +56,6 @@ USER = layout.USER
 unpack_value, pack_value = layout.unpack_value, layout.pack_value
 _PUT = EventType.PUT
 
-DEFAULT_SESSION_TTL_MS = 3_600_000
-DEFAULT_MAX_SESSIONS = 10_000
 DEFAULT_RANGE_BYTES = 4 << 20
 
 
