@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -104,6 +105,27 @@ async def test_start_in_the_past_replays_or_says_compacted() -> None:
     h.open(cm.WatchRequest(b"k", start_revision=7), future)
     h.publish([put(b"k", 6), put(b"k", 7)], 7)
     assert future.events() == [(b"k", 7)]
+
+
+async def test_history_replays_events_as_published_and_the_collector_stops_tracking_it() -> None:
+    h = hub()
+    published = [
+        put(b"k", 2, cm.KeyValue(b"k", b"old", 1, 1, 1)),
+        cm.Event(
+            cm.EventType.DELETE, cm.KeyValue(b"k", b"", 0, 3, 0), cm.KeyValue(b"k", b"v2", 1, 2, 2)
+        ),
+        put(b"k", 4),
+    ]
+    h.publish(published, 4)
+    gc.collect()
+    assert h._ring and not any(gc.is_tracked(r) for r in h._ring)  # never scanned again
+    with_prev, without = FakeStream("p"), FakeStream("n")
+    h.open(cm.WatchRequest(b"k", start_revision=2, prev_kv=True), with_prev)
+    h.open(cm.WatchRequest(b"k", start_revision=2), without)
+    assert [e for m in with_prev.got[1:] for e in m.events] == published
+    assert [e for m in without.got[1:] for e in m.events] == [
+        cm.Event(e.type, e.kv) for e in published
+    ]
 
 
 async def test_a_watcher_that_falls_behind_is_cancelled_with_a_reason() -> None:

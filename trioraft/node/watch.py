@@ -7,6 +7,13 @@ events that match it, all events of one revision in one message. A watch may sta
 past revision still in the ring (replayed first), else it is cancelled with ``Compacted``
 naming the oldest revision available.
 
+The ring keeps each event as one flat tuple of bytes and ints (``_Record``), not as the
+``Event`` and its one or two ``KeyValue`` objects: CPython's collector stops tracking such a
+tuple at the first young collection it survives, while the objects would stay tracked and
+be scanned by every collection until they leave the ring. Under write load the ring was
+most of what a young collection scanned (docs/performance.md, "Where the 256-client tail
+comes from"); replaying history turns records back into events.
+
 No task per watcher: a message the client connection cannot take now (its ZeroMQ queue is
 full) waits in the watcher's buffer; the hub's task retries buffered sends and sends
 progress messages (``WatchProgress(applied)``) to watchers idle for ``progress_ms``. A
@@ -24,7 +31,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Hashable, Sequence
 from enum import IntEnum
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import trio
 
@@ -39,6 +46,31 @@ class Offer(IntEnum):
     SENT = 0
     FULL = 1  # the connection cannot take it now; nothing was sent
     GONE = 2  # the client is gone; nothing will ever be sent
+
+
+# type, key, value, create, mod (the event's revision), version, then the previous
+# value's value (None: no previous value given), create, mod and version
+_Record = tuple[int, bytes, bytes, int, int, int, bytes | None, int, int, int]
+_REVISION: Final = 4
+
+
+def _record(e: cm.Event) -> _Record:
+    kv, prev = e.kv, e.prev_kv
+    if prev is None:
+        return (int(e.type), kv.key, kv.value, kv.create_revision, kv.mod_revision,
+                kv.version, None, 0, 0, 0)  # fmt: skip
+    return (int(e.type), kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version,
+            prev.value, prev.create_revision, prev.mod_revision, prev.version)  # fmt: skip
+
+
+def _event(r: _Record) -> cm.Event:
+    t, key, value, create, mod, version, prev_value, prev_create, prev_mod, prev_version = r
+    kv = cm.KeyValue(key, value, create, mod, version)
+    if prev_value is None:
+        return cm.Event(cm.EventType(t), kv)
+    return cm.Event(
+        cm.EventType(t), kv, cm.KeyValue(key, prev_value, prev_create, prev_mod, prev_version)
+    )
 
 
 class StreamReply(Protocol):
@@ -96,7 +128,7 @@ class WatchHub:
         self.applied = applied
         self.oldest = applied + 1  # oldest revision whose events are all in the ring
         self._history = history
-        self._ring: deque[cm.Event] = deque()
+        self._ring: deque[_Record] = deque()
         self._streams: dict[Hashable, _Watcher] = {}
         self._exact: dict[bytes, set[_Watcher]] = {}
         # Prefix watchers by prefix, and how many prefixes there are of each length: an
@@ -142,7 +174,8 @@ class WatchHub:
                 self._count_prefix_length(len(w.key), 1)
         index[w.key].add(w)
         if start <= self.applied:
-            self._deliver(w, [e for e in self._ring if e.revision >= start and w.matches(e.kv.key)])
+            past = [_event(r) for r in self._ring if r[_REVISION] >= start and w.matches(r[1])]
+            self._deliver(w, past)
 
     def cancel(self, key: Hashable) -> None:
         """The client cancelled the watch (no message is sent)."""
@@ -157,12 +190,12 @@ class WatchHub:
         self.applied = applied
         if events and self._history:
             ring = self._ring
-            ring.extend(events)
+            ring.extend(map(_record, events))
             excess = len(ring) - self._history
             if excess > 0:  # revisions never fall along the ring: the last one out counts
                 for _ in range(excess - 1):
                     ring.popleft()
-                self.oldest = max(self.oldest, ring.popleft().revision + 1)
+                self.oldest = max(self.oldest, ring.popleft()[_REVISION] + 1)
         elif events:
             self.oldest = applied + 1
         if not self._streams or not events:
