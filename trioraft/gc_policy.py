@@ -1,11 +1,13 @@
 """Garbage-collector settings for a process that runs a node; ``trioraft run`` applies them.
 
-CPython's cyclic collector stops the whole process while it scans. A node keeps many
-long-lived tracked objects (the log since the last compaction, up to ``snapshot_entries`` of
-them, the watch history, the session table) and allocates a few short-lived ones per
-request, so with the default thresholds (700, 10, 10) it ran a full collection every few
-seconds under write load, pausing the event loop for up to ~55 ms, and the young ones cost
-more pauses of up to ~9 ms: these set the tail latency (docs/performance.md).
+CPython's cyclic collector stops the whole process while it scans. A node's largest
+long-lived state, the applied log (up to ``snapshot_entries`` entries) and the watch
+history, is kept as ``bytes``, which the collector never tracks (``trioraft.core.log``,
+``trioraft.node.watch``): under write load a node then leaves no tracked object alive per
+write, and its collections are rare. Before that, a node paused for full collections of
+up to ~55 ms every few seconds with the default thresholds (700, 10, 10), and with the
+thresholds below for young and middle ones of 5-80 ms; those pauses set the tail latency
+(docs/performance.md).
 
 ``tune_gc`` does what large Python services do: it freezes what start-up left alive
 (modules, classes, the loaded log: never garbage, now never scanned again), and raises the

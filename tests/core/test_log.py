@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from trioraft.core.log import RaftLog
@@ -141,3 +143,46 @@ def test_committed_entries_wait_until_written_here() -> None:
     assert not log.has_next_committed_entries()
     with pytest.raises(CoreInvariantError):
         log.applied_to(3)
+
+
+def mixed_log() -> tuple[RaftLog, list[Entry]]:
+    """Entries 1-6 with data and a NOOP at 3, committed to 5 and applied to 4 (packed)."""
+    entries = [
+        Entry(t, i, EntryKind.NOOP if i == 3 else EntryKind.NORMAL, b"d%d" % i)
+        for i, t in enumerate((1, 1, 2, 2, 3, 3), start=1)
+    ]
+    log = RaftLog(entries, committed=5, applied=2)
+    log.applied_to(4)
+    return log, entries
+
+
+def test_applied_entries_read_back_the_same_and_are_not_tracked_by_the_collector() -> None:
+    """Applied entries are kept packed (``RaftLog``): every read rebuilds the same entries
+    across the boundary, and the collector never scans them."""
+    log, entries = mixed_log()
+    assert [log.entry(i) for i in range(1, 7)] == entries
+    assert [log.term_at(i) for i in range(0, 8)] == [0, 1, 1, 2, 2, 3, 3, None]
+    assert log.slice(2, 6) == tuple(entries[1:5]) and log.slice(5, 7) == tuple(entries[4:])
+    assert log.entries_from(3, max_bytes=4) == tuple(entries[2:4])  # 2 bytes each
+    assert log.entries_from(1, max_bytes=100) == tuple(entries)
+    assert log.find_conflict_by_term(6, 2) == (4, 2)
+    packed = log._packed
+    assert len(packed) == 4 and not any(gc.is_tracked(p) for p in packed)
+    assert all(gc.is_tracked(e) for e in log._entries)  # the rest stay entries
+
+
+def test_compaction_across_packed_and_unapplied_entries() -> None:
+    log, entries = mixed_log()
+    log.applied_to(5)  # packs 5; 6 is not committed
+    log.stable_to(6)
+    assert len(log.compact_to(5)) == 5
+    assert (log.first_index, log.snapshot_term, log.term_at(4), log.term_at(5)) == (6, 3, None, 3)
+    assert log.slice(1, 7) == (entries[5],)
+
+
+def test_conflicts_count_replaced_suffixes_only() -> None:
+    log = RaftLog(ents(1, 1, 2))
+    log.append(ents(2, start=4))  # a plain append
+    assert log.conflicts == 0
+    assert log.maybe_append(2, 1, 0, ents(3, start=3)) == 3  # replaces 3 and 4
+    assert log.conflicts == 1 and terms(log) == [1, 1, 3]

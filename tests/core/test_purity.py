@@ -25,6 +25,7 @@ ALLOWED_STDLIB = frozenset(
         "functools",
         "itertools",
         "json",  # configuration entries (trioraft.core.confstate): pure, no I/O
+        "struct",  # applied entries packed as bytes (trioraft.core.log): pure, no I/O
         "typing",
     }
 )

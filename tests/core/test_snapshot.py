@@ -57,7 +57,8 @@ def test_compaction_drops_applied_entries_from_memory() -> None:
 
 def test_compaction_hands_the_dropped_entries_back_for_the_shell_to_free() -> None:
     """The core does not free the entries it drops (a pause for ~100,000 of them): it returns
-    them, in order, and a second compaction to the same index returns nothing."""
+    what held them (applied entries are kept packed, see ``RaftLog``), one item an entry, and
+    a second compaction to the same index returns nothing."""
     net = SnapNetwork.build(1)
     net.elect(1)
     net.propose(1, b"a", b"b", b"c", b"d")
@@ -65,9 +66,9 @@ def test_compaction_hands_the_dropped_entries_back_for_the_shell_to_free() -> No
     last = node.status.last_index
     kept = node._raft.log.slice(1, last + 1)
     dropped = node.compact(last - 1)
-    assert dropped == list(kept[:-1])
-    assert [e.index for e in dropped] == list(range(1, last))
-    assert node._raft.log.slice(last, last + 1) == kept[-1:]
+    assert len(dropped) == last - 1
+    assert node._raft.log.first_index == last
+    assert node._raft.log.slice(1, last + 1) == kept[-1:]
     assert node.compact(last - 1) == []
 
 

@@ -22,7 +22,7 @@ checked incrementally after every simulation step.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sim.cluster import SimNode
@@ -58,10 +58,11 @@ class NodeWatch:
     disk_term: int = 0
     disk_commit: int = 0
     checked_len: int = 0  # log prefix already checked for log matching
-    checked_last: Entry | None = None
+    checked_conflicts: int = 0  # the log's replaced suffixes when it was checked
     leader_term: int = 0  # term in which we last saw it lead (0: not leading)
     leader_last: int = 0
     leader_last_entry: Entry | None = None
+    leader_conflicts: int = 0  # the log's replaced suffixes when it was last checked
     leader_commit: int = 0
     completeness_cursor: int = 0  # into Checker.committed_order
 
@@ -102,12 +103,12 @@ class Checker:
                 w.term = raft.term
                 w.commit = 0
                 w.checked_len = 0
-                w.checked_last = None
                 w.leader_term = 0
             if raft.term < w.term:
                 self.fail("monotonic terms", f"node {i} term went from {w.term} to {raft.term}")
             w.term = raft.term
-            self._check_log_matching(i, raft.log._entries, w)
+            log = raft.log
+            self._check_log_matching(i, log.entry, log.last_index, log.conflicts, w)
             self._record_commits(i, raft.log, raft.term, w)
             if raft.role is Role.LEADER:
                 me = raft.prs.get(i)
@@ -143,14 +144,22 @@ class Checker:
             self.fail("monotonic commit", f"node {i} durable commit {w.disk_commit} -> {hs.commit}")
         w.disk_term, w.disk_commit = hs.term, hs.commit
 
-    def _check_log_matching(self, i: int, entries: list[Entry], w: NodeWatch) -> None:
+    def _check_disk_log(self, i: int, entries: list[Entry]) -> None:
+        """Log matching over a node's durable log, all of it."""
+        self._check_log_matching(i, lambda k: entries[k - 1], len(entries), 0, NodeWatch())
+
+    def _check_log_matching(
+        self, i: int, entry: Callable[[int], Entry], last: int, conflicts: int, w: NodeWatch
+    ) -> None:
+        """The entries 1..``last`` (``entry(k)`` is the one at position k); ``conflicts``
+        counts the log's replaced suffixes, which make everything be checked again."""
         n = w.checked_len
-        if n > len(entries) or (n and entries[n - 1] is not w.checked_last):
-            n = 0  # the log was truncated below what we checked: check it again
+        if n > last or conflicts != w.checked_conflicts:
+            n = 0  # entries were replaced, perhaps below what we checked: check it all again
         by_key = self.by_key
-        prev = entries[n - 1].term if n else 0
-        for k in range(n, len(entries)):
-            e = entries[k]
+        prev = entry(n).term if n else 0
+        for k in range(n, last):
+            e = entry(k + 1)
             if e.index != k + 1:
                 self.fail("log matching", f"node {i} has index {e.index} at position {k + 1}")
             key = (e.index, e.term)
@@ -164,8 +173,8 @@ class Checker:
                     f"after term {seen[1]}",
                 )
             prev = e.term
-        w.checked_len = len(entries)
-        w.checked_last = entries[-1] if entries else None
+        w.checked_len = last
+        w.checked_conflicts = conflicts
 
     def _record_commits(self, i: int, log: RaftLog, term: int, w: NodeWatch) -> None:
         if log.committed < w.commit:
@@ -203,16 +212,22 @@ class Checker:
                     f"{term_at} by counting replicas",
                 )
             w.leader_commit = log.committed
-        # Leader append-only: nothing it held in this term was replaced or removed.
+        # Leader append-only: nothing it held in this term was replaced or removed (an
+        # append over its own entries counts as a conflict even if it wrote the same ones).
         if w.leader_last:
             last = w.leader_last
-            if log.last_index < last or log.entry(last) is not w.leader_last_entry:
+            if (
+                log.last_index < last
+                or log.conflicts != w.leader_conflicts
+                or log.entry(last) != w.leader_last_entry
+            ):
                 self.fail(
                     "leader append-only",
                     f"leader {i} of term {term} lost or replaced entry {w.leader_last_entry}",
                 )
         w.leader_last = log.last_index
         w.leader_last_entry = log.entry(log.last_index) if log.last_index else None
+        w.leader_conflicts = log.conflicts
         # Leader completeness: entries committed in earlier terms are in its log.
         order = self.committed_order
         for k in range(w.completeness_cursor, len(order)):
@@ -283,7 +298,7 @@ class Checker:
     def check_final(self) -> None:
         """Full (non-incremental) checks over the durable state of every node."""
         for i, sn in self.nodes.items():
-            self._check_log_matching(i, sn.disk.entries, NodeWatch())
+            self._check_disk_log(i, sn.disk.entries)
             for e in sn.disk.sm:
                 if self.applied.get(e.index) != e:
                     self.fail("state machine safety", f"node {i} state machine holds {e}")

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from sim.checkers import Checker, InvariantViolation, NodeWatch
+from sim.checkers import Checker, InvariantViolation
 from sim.cluster import SimNode
 from sim.sim import SimConfig, Simulation, Stats
 from trioraft.core.confchange import ChangeOp, ConfChange
@@ -51,7 +51,7 @@ class MembershipChecker(Checker):
     def check_final(self) -> None:
         members = self._members()
         for i, sn in self.nodes.items():
-            self._check_log_matching(i, sn.disk.entries, NodeWatch())
+            self._check_disk_log(i, sn.disk.entries)
             for e in sn.disk.sm:
                 if self.applied.get(e.index) != e:
                     self.fail("state machine safety", f"node {i} state machine holds {e}")

@@ -491,7 +491,9 @@ class Simulation:
                 lines.append(f"  {i}: DOWN disk {describe.hard_state(d.hard_state)}")
                 continue
             r = sn.node._raft
-            terms = " ".join(str(e.term) for e in r.log._entries[-30:])
+            terms = " ".join(
+                str(e.term) for e in r.log.slice(r.log.last_index - 29, r.log.last_index + 1)
+            )
             lines.append(
                 f"  {i}: {r.role.name} term={r.term} vote={r.vote} lead={r.lead} "
                 f"commit={r.log.committed} log(last 30 terms)=[{terms}]"

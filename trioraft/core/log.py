@@ -18,14 +18,29 @@ Markers and their invariants::
   write without them. Committed entries are applied up to here.
 - ``in_progress``: entries up to here were handed to the shell in a ``Ready``.
 - ``applied``: entries up to here were handed to the state machine and advanced.
+
+Applied entries are kept packed, each as one ``bytes`` (term, kind, then the data), where
+the rest of the log is ``Entry`` objects. CPython's collector never tracks ``bytes``, while
+every ``Entry`` is tracked: a node holds up to ``snapshot_entries`` applied entries, and
+collections scanning them were the node's longest pauses under write load, 25-80 ms
+(docs/performance.md, "Where the 256-client tail comes from"). Packing happens once, when
+entries are applied; reading a packed entry (a lagging follower's catch-up, ``entry``,
+``slice``) rebuilds its ``Entry``. Applied entries are committed, so packed ones are never
+truncated, only compacted.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
+from itertools import chain, islice
 
 from trioraft.core.types import CoreInvariantError
-from wire.messages import Entry
+from wire.messages import Entry, EntryKind
+
+_PACKED_HEAD = struct.Struct("<QB")  # an applied entry: term, kind; then its data
+_DATA = _PACKED_HEAD.size
+_KINDS = {int(kind): kind for kind in EntryKind}
 
 
 def entry_size(entry: Entry) -> int:
@@ -36,8 +51,10 @@ def entry_size(entry: Entry) -> int:
 class RaftLog:
     __slots__ = (
         "_entries",
+        "_packed",
         "applied",
         "committed",
+        "conflicts",
         "first_index",
         "in_progress",
         "on_append",
@@ -62,7 +79,8 @@ class RaftLog:
                     f"entries must be consecutive from {first_index}; "
                     f"entry #{offset} has index {entry.index}"
                 )
-        self._entries: list[Entry] = list(entries)
+        self._packed: list[bytes] = []  # entries first_index .. first_index + len - 1
+        self._entries: list[Entry] = list(entries)  # the rest, up to last_index
         self.first_index = first_index
         self.snapshot_term = snapshot_term
         last = first_index - 1 + len(self._entries)
@@ -76,6 +94,8 @@ class RaftLog:
         self.stabled = last
         self.written = last
         self.in_progress = last
+        self.conflicts = 0  # appends that replaced entries (a new leader's log won)
+        self._pack_to(applied)
         # Called after every append with the entries that replaced the log from their first
         # index on (Raft follows configuration entries with it: trioraft.core.membership).
         self.on_append: Callable[[Sequence[Entry]], None] | None = None
@@ -84,7 +104,7 @@ class RaftLog:
 
     @property
     def last_index(self) -> int:
-        return self.first_index - 1 + len(self._entries)
+        return self.first_index - 1 + len(self._packed) + len(self._entries)
 
     @property
     def last_term(self) -> int:
@@ -94,17 +114,28 @@ class RaftLog:
 
     def term_at(self, index: int) -> int | None:
         """Term of the entry at ``index``; None if compacted away or beyond the end."""
-        if index == self.first_index - 1:
+        first = self.first_index
+        hot = first + len(self._packed)
+        if hot <= index < hot + len(self._entries):
+            return self._entries[index - hot].term
+        if first <= index < hot:
+            term: int = _PACKED_HEAD.unpack_from(self._packed[index - first])[0]
+            return term
+        if index == first - 1:
             return self.snapshot_term
-        if self.first_index <= index <= self.last_index:
-            return self._entries[index - self.first_index].term
         return None
 
     def match_term(self, index: int, term: int) -> bool:
         return self.term_at(index) == term
 
     def entry(self, index: int) -> Entry:
-        return self._entries[index - self.first_index]
+        """The entry at ``index``, which must be in the log (``first_index`` on)."""
+        hot = self.first_index + len(self._packed)
+        if index >= hot:
+            return self._entries[index - hot]
+        packed = self._packed[index - self.first_index]
+        term, kind = _PACKED_HEAD.unpack_from(packed)
+        return Entry(term, index, _KINDS[kind], packed[_DATA:])
 
     def slice(self, lo: int, hi: int) -> tuple[Entry, ...]:
         """Entries with ``lo <= index < hi`` (clamped to the log)."""
@@ -112,14 +143,20 @@ class RaftLog:
         hi = min(hi, self.last_index + 1)
         if lo >= hi:
             return ()
-        return tuple(self._entries[lo - self.first_index : hi - self.first_index])
+        hot = self.first_index + len(self._packed)
+        if lo >= hot:
+            return tuple(self._entries[lo - hot : hi - hot])
+        packed = map(self.entry, range(lo, min(hi, hot)))
+        return tuple(chain(packed, self._entries[: max(hi - hot, 0)]))
 
     def entries_from(self, lo: int, max_bytes: int) -> tuple[Entry, ...]:
         """Entries from ``lo`` whose sizes sum to at most ``max_bytes``, but at least one."""
         out: list[Entry] = []
         total = 0
-        for index in range(max(lo, self.first_index), self.last_index + 1):
-            entry = self._entries[index - self.first_index]
+        lo = max(lo, self.first_index)
+        hot = self.first_index + len(self._packed)
+        packed = map(self.entry, range(lo, hot))  # rebuilt only as far as taken
+        for entry in chain(packed, islice(self._entries, max(lo - hot, 0), None)):
             total += entry_size(entry)
             if out and total > max_bytes:
                 break
@@ -170,7 +207,10 @@ class RaftLog:
             )
         if first > self.last_index + 1:
             raise CoreInvariantError(f"gap: appending {first} after last {self.last_index}")
-        del self._entries[first - self.first_index :]
+        if first <= self.last_index:
+            self.conflicts += 1
+        # packed entries are applied, so committed: all of them lie below ``first``
+        del self._entries[first - self.first_index - len(self._packed) :]
         self.stabled = min(self.stabled, first - 1)
         self.written = min(self.written, first - 1)
         self.in_progress = min(self.in_progress, first - 1)
@@ -238,10 +278,10 @@ class RaftLog:
 
     # --- compaction (§7) -------------------------------------------------------------
 
-    def compact_to(self, index: int) -> list[Entry]:
-        """Drop the entries up to ``index`` (applied and durable) and return them: freeing
-        ~100,000 entries at once stops the caller for 10-30 ms, so the shell frees them a
-        slice at a time (``Node._raft_loop``).
+    def compact_to(self, index: int) -> list[object]:
+        """Drop the entries up to ``index`` (applied and durable) and return what held
+        them: freeing ~100,000 entries at once stops the caller for 10-30 ms, so the shell
+        frees them a slice at a time (``Node._raft_loop``).
 
         No-op (``[]``) for an index at or below the current start. Raises
         ``CoreInvariantError`` beyond what is applied or durable: a snapshot covers only
@@ -256,8 +296,12 @@ class RaftLog:
         term = self.term_at(index)
         assert term is not None
         cut = index - self.first_index + 1
-        dropped = self._entries[:cut]
-        del self._entries[:cut]
+        dropped: list[object] = list(self._packed[:cut])
+        del self._packed[:cut]
+        if cut > len(dropped):
+            rest = cut - len(dropped)
+            dropped += self._entries[:rest]
+            del self._entries[:rest]
         self.first_index = index + 1
         self.snapshot_term = term
         return dropped
@@ -267,7 +311,7 @@ class RaftLog:
         durable up to it (the shell installs the data before it acknowledges anything)."""
         if index <= self.committed:
             raise CoreInvariantError(f"restoring {index} at or below committed {self.committed}")
-        self._entries = []
+        self._packed, self._entries = [], []
         self.first_index = index + 1
         self.snapshot_term = term
         self.committed = self.applied = self.stabled = self.written = self.in_progress = index
@@ -278,3 +322,13 @@ class RaftLog:
                 f"applied_to({index}) outside [{self.applied}, {self.committed}]"
             )
         self.applied = index
+        self._pack_to(index)
+
+    def _pack_to(self, index: int) -> None:
+        """Pack the entries up to ``index`` (applied)."""
+        n = index - self.first_index - len(self._packed) + 1
+        if n > 0:
+            done = self._entries[:n]
+            del self._entries[:n]
+            pack = _PACKED_HEAD.pack
+            self._packed += [pack(e.term, e.kind) + e.data for e in done]

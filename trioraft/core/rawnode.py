@@ -236,7 +236,7 @@ class RawNode:
 
     # --- snapshots (§7; see trioraft.core.snapshot) -------------------------------------
 
-    def compact(self, index: int) -> list[Entry]:
+    def compact(self, index: int) -> list[object]:
         """Drop log entries up to ``index`` from memory: the shell holds a snapshot covering
         them (and compacted its stored log, or will). ``index`` must be applied and
         durable (``CoreInvariantError`` otherwise); at or below the log start it is a no-op.

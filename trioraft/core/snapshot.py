@@ -32,7 +32,7 @@ from trioraft.core import membership as conf
 from trioraft.core.confstate import decode_membership
 from trioraft.core.progress import ProgressState
 from trioraft.core.types import CoreInvariantError, Role, SnapshotNeeded
-from wire.messages import Entry, InstallSnapshot, SnapshotMeta
+from wire.messages import InstallSnapshot, SnapshotMeta
 
 if TYPE_CHECKING:
     from trioraft.core.raft import Raft
@@ -110,7 +110,7 @@ def handle_install(raft: Raft, m: InstallSnapshot) -> None:
     raft._respond_append(m.src, success=True, index=meta.index)
 
 
-def compact(raft: Raft, index: int) -> list[Entry]:
+def compact(raft: Raft, index: int) -> list[object]:
     """Drop log entries up to ``index`` (<= applied) and return them; see
     ``RaftLog.compact_to``."""
     if index > raft.log.last_index:

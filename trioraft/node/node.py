@@ -68,7 +68,7 @@ from trioraft.node.waiters import Read, Waiters
 from trioraft.node.watch import StreamReply, WatchHub
 from wire import client_messages as cm
 from wire.errors import Busy, NotLeader, StorageError, TrioraftError, Unavailable
-from wire.messages import Entry, HeartbeatResponse, Message
+from wire.messages import HeartbeatResponse, Message
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class Node:
         self._syncing = False
         self._persister = Persister(config.node_id, store, self._storage, state.hard_state)
         self._read_group: ReadGroup | None = None  # reads the raft loop has not taken yet
-        self._garbage: list[Entry] = []  # entries compaction dropped, not yet freed
+        self._garbage: list[object] = []  # entries compaction dropped, not yet freed
         self._snapshots: SnapshotService | None = None
         if sdir is not None:
             assert isinstance(store, SnapshotStore)

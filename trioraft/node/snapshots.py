@@ -357,7 +357,7 @@ class SnapshotService:
         if target > 0:
             await self._events.send(CompactLog(target))
 
-    def compact(self, core: RawNode, index: int) -> list[Entry]:
+    def compact(self, core: RawNode, index: int) -> list[object]:
         """Raft loop (it owns ``core``): the synced applied state covers ``index``; drop
         the log up to it, store first (a failure leaves a longer log, nothing worse). Returns the
         entries dropped from memory, for the caller to free a slice at a time."""

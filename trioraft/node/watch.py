@@ -28,10 +28,11 @@ anyone noticing. The client resumes elsewhere without a gap.
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from collections.abc import Hashable, Sequence
 from enum import IntEnum
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -48,29 +49,46 @@ class Offer(IntEnum):
     GONE = 2  # the client is gone; nothing will ever be sent
 
 
-# type, key, value, create, mod (the event's revision), version, then the previous
-# value's value (None: no previous value given), create, mod and version
-_Record = tuple[int, bytes, bytes, int, int, int, bytes | None, int, int, int]
-_REVISION: Final = 4
+# A packed event: this head, then the key, the value and the previous value (if any).
+# mod (the event's revision), type, has previous value, create, version, the previous
+# value's create, mod and version, key length, value length
+_HEAD = struct.Struct("<QBBQQQQQII")
+_MOD = struct.Struct("<Q")  # the event's revision, first
+_NO_PREV = (0, 0, 0)
 
 
-def _record(e: cm.Event) -> _Record:
+def _pack(e: cm.Event) -> bytes:
     kv, prev = e.kv, e.prev_kv
-    if prev is None:
-        return (int(e.type), kv.key, kv.value, kv.create_revision, kv.mod_revision,
-                kv.version, None, 0, 0, 0)  # fmt: skip
-    return (int(e.type), kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version,
-            prev.value, prev.create_revision, prev.mod_revision, prev.version)  # fmt: skip
+    old = _NO_PREV if prev is None else (prev.create_revision, prev.mod_revision, prev.version)
+    key, value = kv.key, kv.value
+    head = _HEAD.pack(
+        kv.mod_revision, e.type, prev is not None, kv.create_revision, kv.version, *old,
+        len(key), len(value),
+    )  # fmt: skip
+    return b"".join((head, key, value, prev.value)) if prev else head + key + value
 
 
-def _event(r: _Record) -> cm.Event:
-    t, key, value, create, mod, version, prev_value, prev_create, prev_mod, prev_version = r
-    kv = cm.KeyValue(key, value, create, mod, version)
-    if prev_value is None:
-        return cm.Event(cm.EventType(t), kv)
-    return cm.Event(
-        cm.EventType(t), kv, cm.KeyValue(key, prev_value, prev_create, prev_mod, prev_version)
+def _revision(packed: bytes) -> int:
+    mod: int = _MOD.unpack_from(packed)[0]
+    return mod
+
+
+def _key(packed: bytes) -> bytes:
+    n = _HEAD.unpack_from(packed)[8]
+    return packed[_HEAD.size : _HEAD.size + n]
+
+
+def _unpack(packed: bytes) -> cm.Event:
+    mod, t, has_prev, create, version, p_create, p_mod, p_version, nk, nv = _HEAD.unpack_from(
+        packed
     )
+    at = _HEAD.size
+    key, value = packed[at : at + nk], packed[at + nk : at + nk + nv]
+    kv = cm.KeyValue(key, value, create, mod, version)
+    if not has_prev:
+        return cm.Event(cm.EventType(t), kv)
+    prev = cm.KeyValue(key, packed[at + nk + nv :], p_create, p_mod, p_version)
+    return cm.Event(cm.EventType(t), kv, prev)
 
 
 class StreamReply(Protocol):
@@ -128,7 +146,7 @@ class WatchHub:
         self.applied = applied
         self.oldest = applied + 1  # oldest revision whose events are all in the ring
         self._history = history
-        self._ring: deque[_Record] = deque()
+        self._ring: deque[bytes] = deque()  # packed events
         self._streams: dict[Hashable, _Watcher] = {}
         self._exact: dict[bytes, set[_Watcher]] = {}
         # Prefix watchers by prefix, and how many prefixes there are of each length: an
@@ -174,7 +192,8 @@ class WatchHub:
                 self._count_prefix_length(len(w.key), 1)
         index[w.key].add(w)
         if start <= self.applied:
-            past = [_event(r) for r in self._ring if r[_REVISION] >= start and w.matches(r[1])]
+            ring = self._ring
+            past = [_unpack(p) for p in ring if _revision(p) >= start and w.matches(_key(p))]
             self._deliver(w, past)
 
     def cancel(self, key: Hashable) -> None:
@@ -190,12 +209,12 @@ class WatchHub:
         self.applied = applied
         if events and self._history:
             ring = self._ring
-            ring.extend(map(_record, events))
+            ring.extend(map(_pack, events))
             excess = len(ring) - self._history
             if excess > 0:  # revisions never fall along the ring: the last one out counts
                 for _ in range(excess - 1):
                     ring.popleft()
-                self.oldest = max(self.oldest, ring.popleft()[_REVISION] + 1)
+                self.oldest = max(self.oldest, _revision(ring.popleft()) + 1)
         elif events:
             self.oldest = applied + 1
         if not self._streams or not events:
