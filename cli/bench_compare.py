@@ -202,7 +202,18 @@ def log(message: str) -> None:
 
 
 def run_compare(opts: CompareOptions) -> Path:
-    """Run everything; return the JSONL file written."""
+    """Run everything; return the JSONL file written. SIGTERM stops it as Ctrl-C does."""
+    # Python's default SIGTERM ends the process at once, past the ``finally`` blocks that
+    # stop the clusters: ``timeout`` or ``kill`` would leave three nodes running.
+    # ``default_int_handler`` raises KeyboardInterrupt instead, wherever the run is.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return _run_compare(opts)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_compare(opts: CompareOptions) -> Path:
     m = opts.matrix
     stamp = time.strftime("%Y%m%d-%H%M%S")
     opts.out_dir.mkdir(parents=True, exist_ok=True)
