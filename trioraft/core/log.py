@@ -22,8 +22,8 @@ Markers and their invariants::
 Applied entries are kept packed, each as one ``bytes`` (term, kind, then the data), where
 the rest of the log is ``Entry`` objects. CPython's collector never tracks ``bytes``, while
 every ``Entry`` is tracked: a node holds up to ``snapshot_entries`` applied entries, and
-collections scanning them were the node's longest pauses under write load, 25-80 ms
-(docs/performance.md, "Where the 256-client tail comes from"). Packing happens once, when
+collections scanning them paused the node for 5-80 ms at a time under write load
+(docs/performance.md, "No collections under write load"). Packing happens once, when
 entries are applied; reading a packed entry (a lagging follower's catch-up, ``entry``,
 ``slice``) rebuilds its ``Entry``. Applied entries are committed, so packed ones are never
 truncated, only compacted.

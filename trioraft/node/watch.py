@@ -7,12 +7,11 @@ events that match it, all events of one revision in one message. A watch may sta
 past revision still in the ring (replayed first), else it is cancelled with ``Compacted``
 naming the oldest revision available.
 
-The ring keeps each event as one flat tuple of bytes and ints (``_Record``), not as the
-``Event`` and its one or two ``KeyValue`` objects: CPython's collector stops tracking such a
-tuple at the first young collection it survives, while the objects would stay tracked and
-be scanned by every collection until they leave the ring. Under write load the ring was
-most of what a young collection scanned (docs/performance.md, "Where the 256-client tail
-comes from"); replaying history turns records back into events.
+The ring keeps each event packed in one ``bytes`` (``_pack``), not as the ``Event`` and its
+one or two ``KeyValue`` objects: CPython's collector never tracks ``bytes``, while the
+objects would be scanned by every collection until they left the ring. Under write load
+they were most of what a young collection scanned (docs/performance.md, "No collections
+under write load"); a replay unpacks the events it sends.
 
 No task per watcher: a message the client connection cannot take now (its ZeroMQ queue is
 full) waits in the watcher's buffer; the hub's task retries buffered sends and sends
