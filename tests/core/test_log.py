@@ -166,6 +166,7 @@ def test_applied_entries_read_back_the_same_and_are_not_tracked_by_the_collector
     assert log.entries_from(3, max_bytes=4) == tuple(entries[2:4])  # 2 bytes each
     assert log.entries_from(1, max_bytes=100) == tuple(entries)
     assert log.find_conflict_by_term(6, 2) == (4, 2)
+    assert log.non_normal_from(1) == [entries[2]] and log.non_normal_from(4) == []
     packed = log._packed
     assert len(packed) == 4 and not any(gc.is_tracked(p) for p in packed)
     assert all(gc.is_tracked(e) for e in log._entries)  # the rest stay entries

@@ -40,6 +40,8 @@ from wire.messages import Entry, EntryKind
 
 _PACKED_HEAD = struct.Struct("<QB")  # an applied entry: term, kind; then its data
 _DATA = _PACKED_HEAD.size
+_KIND_AT = 8  # the kind's byte in a packed entry
+_NORMAL = int(EntryKind.NORMAL)
 _KINDS = {int(kind): kind for kind in EntryKind}
 
 
@@ -148,6 +150,17 @@ class RaftLog:
             return tuple(self._entries[lo - hot : hi - hot])
         packed = map(self.entry, range(lo, min(hi, hot)))
         return tuple(chain(packed, self._entries[: max(hi - hot, 0)]))
+
+    def non_normal_from(self, lo: int) -> list[Entry]:
+        """The entries from ``lo`` on that are not NORMAL (configuration changes, no-ops),
+        found without rebuilding the packed NORMAL ones: start-up reads the whole log."""
+        lo = max(lo, self.first_index)
+        first, hot = self.first_index, self.first_index + len(self._packed)
+        packed = self._packed
+        out = [self.entry(i) for i in range(lo, hot) if packed[i - first][_KIND_AT] != _NORMAL]
+        rest = islice(self._entries, max(lo - hot, 0), None)
+        out += [e for e in rest if e.kind is not EntryKind.NORMAL]
+        return out
 
     def entries_from(self, lo: int, max_bytes: int) -> tuple[Entry, ...]:
         """Entries from ``lo`` whose sizes sum to at most ``max_bytes``, but at least one."""

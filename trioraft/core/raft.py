@@ -73,7 +73,7 @@ class Raft:
         self.conf_log = conf.ConfLog(
             membership or Membership(ConfState.of(config.voters)), membership_index
         )
-        self.conf_log.on_append(log.slice(membership_index + 1, log.last_index + 1))
+        self.conf_log.on_append(log.non_normal_from(membership_index + 1))
         log.on_append = self._on_log_append
         self.rng = rng
         self.log = log
